@@ -1,0 +1,224 @@
+//! Command-line definitions (clap derive). `main.rs` parses these and hands
+//! `serve` to the server and every other command to the client side.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::model::Status;
+
+/// prochub: register long-running processes, push their output, follow it live.
+#[derive(Debug, Parser)]
+#[command(name = "prochub", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server.
+    Serve(ServeArgs),
+    /// Register a process (its output is pushed by you, via the API).
+    Submit(SubmitArgs),
+    /// Ask the server to run a command, stream its output, exit with its code.
+    Run(RunArgs),
+    /// Follow a process's output live.
+    Follow(FollowArgs),
+    /// List processes.
+    Ls(LsArgs),
+    /// Show one process record as JSON.
+    Show(IdArgs),
+    /// Delete a process and its output.
+    Rm(IdArgs),
+    /// Remove finished processes by age and count.
+    Prune(PruneArgs),
+    /// Print lifecycle events as they happen (one JSON line each).
+    Events(EventsArgs),
+}
+
+/// Parses a size: bytes, or with a `KiB`/`MiB`/`GiB` (or `K`/`M`/`G`) suffix.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a size (e.g. 1048576, 512KiB, 16MiB, 1GiB)"))?;
+    let mult: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KiB" | "k" => 1 << 10,
+        "M" | "MB" | "MiB" => 1 << 20,
+        "G" | "GB" | "GiB" => 1 << 30,
+        other => return Err(format!("unknown size unit {other:?} in {s:?} (use KiB, MiB or GiB)")),
+    };
+    n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Parses a humantime duration (`15s`, `7d`, `2m 34s`; `M` is months).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 15s, 7d): {e}"))
+}
+
+/// `prochub serve` flags; each is also read from `PROCHUB_<FLAG>`.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    /// Address to listen on; port 0 picks a free port.
+    #[arg(long, env = "PROCHUB_ADDR", default_value = "127.0.0.1:7070")]
+    pub addr: String,
+    /// Data folder [default: $XDG_DATA_HOME/prochub, i.e. ~/.local/share/prochub].
+    #[arg(long, env = "PROCHUB_DATA")]
+    pub data: Option<PathBuf>,
+    /// Require `Authorization: Bearer TOKEN` (or `?access_token=`) on /api and /ws.
+    #[arg(long, env = "PROCHUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Prune finished processes older than this (e.g. 7d).
+    #[arg(long, env = "PROCHUB_MAX_AGE", value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    /// Keep at most this many finished processes.
+    #[arg(long, env = "PROCHUB_MAX_COUNT")]
+    pub max_count: Option<usize>,
+    /// Output stored per process (beyond it, output only streams live).
+    #[arg(long, env = "PROCHUB_MAX_OUTPUT", value_parser = parse_size, default_value = "16MiB")]
+    pub max_output: u64,
+    /// Largest request body.
+    #[arg(long, env = "PROCHUB_MAX_BODY", value_parser = parse_size, default_value = "1MiB")]
+    pub max_body: u64,
+    /// Interval of SSE heartbeats while a stream is idle.
+    #[arg(long, env = "PROCHUB_HEARTBEAT", value_parser = parse_duration, default_value = "15s")]
+    pub heartbeat: Duration,
+    /// Allow clients to have the server run commands (SPEC section 6).
+    #[arg(long, env = "PROCHUB_ALLOW_EXEC")]
+    pub allow_exec: bool,
+    /// Allowed CORS origin (`*` for any).
+    #[arg(long, env = "PROCHUB_CORS_ORIGIN")]
+    pub cors_origin: Option<String>,
+    /// Most connections served at once; more wait in the accept queue.
+    #[arg(long, env = "PROCHUB_MAX_CONNECTIONS", default_value_t = 20_000)]
+    pub max_connections: usize,
+}
+
+/// Where a client command finds the server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server URL [default: PROCHUB_URL, else the address in DATA/server.json].
+    #[arg(long, global = true, env = "PROCHUB_URL")]
+    pub server: Option<String>,
+    /// Bearer token of the server.
+    #[arg(long, global = true, env = "PROCHUB_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Data folder whose server.json names the server.
+    #[arg(long, global = true, env = "PROCHUB_DATA")]
+    pub data: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct SubmitArgs {
+    pub name: String,
+    #[arg(long, short)]
+    pub workspace: Option<String>,
+    /// Initial status.
+    #[arg(long, default_value = "running")]
+    pub status: Status,
+    /// Client-chosen id.
+    #[arg(long)]
+    pub id: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Process name [default: the command line].
+    #[arg(long)]
+    pub name: Option<String>,
+    #[arg(long, short)]
+    pub workspace: Option<String>,
+    /// Working directory of the command on the server [default: current directory].
+    #[arg(long)]
+    pub cwd: Option<String>,
+    /// The command and its arguments.
+    #[arg(last = true, required = true)]
+    pub command: Vec<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
+    pub id: String,
+    /// Replay the stored output from the start before following.
+    #[arg(long)]
+    pub from_start: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LsArgs {
+    #[arg(long, short)]
+    pub workspace: Option<String>,
+    #[arg(long, short)]
+    pub status: Option<Status>,
+    /// At most this many rows.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// JSON array instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct IdArgs {
+    pub id: String,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct PruneArgs {
+    #[arg(long, value_parser = parse_duration)]
+    pub max_age: Option<Duration>,
+    #[arg(long)]
+    pub max_count: Option<usize>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    #[arg(long, short)]
+    pub workspace: Option<String>,
+    #[command(flatten)]
+    pub client: ClientArgs,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert_eq!(parse_size("4KiB"), Ok(4096));
+        assert!(parse_size("12XB").is_err());
+        assert!(parse_size("").is_err());
+    }
+
+    #[test]
+    fn durations_use_humantime() {
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_duration("15s"), Ok(Duration::from_secs(15)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

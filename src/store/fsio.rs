@@ -1,0 +1,288 @@
+//! Blocking file-system primitives of the store: the durable atomic write,
+//! the shared folder fsync, the `LOCK` file and the start-up scan.
+//!
+//! Everything here blocks; callers run it inside `spawn_blocking` (or at
+//! open, before the store is shared), never on the async executor.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::{Condvar, Mutex};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::error::{Result, StoreError};
+use crate::model::validate_id;
+
+/// Prefix of the temporary files of atomic writes; leftovers are removed at
+/// open. Starts with a dot so no valid id can collide with it.
+pub const TEMP_PREFIX: &str = ".tmp-";
+
+/// Coalesces `fsync` calls on one folder across concurrent writers.
+///
+/// A writer that has renamed its file needs *some* fsync of the folder that
+/// starts after its rename. If one is already running it may have started
+/// before the rename, so the writer waits for it and then for the next one,
+/// which a single waiter starts on behalf of everyone queued behind it. With
+/// 16 writers this turns 16 folder fsyncs into about 2, and each writer still
+/// returns only once its rename is durable.
+pub struct DirSync {
+    dir: PathBuf,
+    /// `requested`: tickets handed out; `completed`: every ticket up to this
+    /// one is covered by a finished fsync; `running`: an fsync is in flight.
+    /// std Mutex: held only to update the counters, never across the fsync.
+    state: Mutex<DirSyncState>,
+    done: Condvar,
+}
+
+#[derive(Default)]
+struct DirSyncState {
+    requested: u64,
+    completed: u64,
+    running: bool,
+}
+
+impl DirSync {
+    pub fn new(dir: PathBuf) -> Self {
+        DirSync {
+            dir,
+            state: Mutex::new(DirSyncState::default()),
+            done: Condvar::new(),
+        }
+    }
+
+    /// Returns once an fsync of the folder that started after this call has
+    /// finished.
+    pub fn sync(&self) -> Result<()> {
+        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        st.requested += 1;
+        let ticket = st.requested;
+        loop {
+            if st.completed >= ticket {
+                return Ok(());
+            }
+            if st.running {
+                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
+                continue;
+            }
+            st.running = true;
+            let covers = st.requested;
+            drop(st);
+            let res = fsync_dir(&self.dir);
+            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
+            st.running = false;
+            if res.is_ok() {
+                st.completed = st.completed.max(covers);
+            }
+            self.done.notify_all();
+            res?;
+        }
+    }
+}
+
+/// `fsync` of a folder, so a rename or unlink inside it is durable.
+pub fn fsync_dir(dir: &Path) -> Result<()> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(StoreError::io("fsync folder", dir))
+}
+
+/// Writes `value` as JSON to `path` atomically and durably: temp file in the
+/// same folder, write, fsync, rename over the target, fsync the folder. A
+/// crash at any instant leaves the old or the new file, never a torn one.
+pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, dir_sync: &DirSync) -> Result<()> {
+    let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Encode {
+        path: path.to_owned(),
+        source,
+    })?;
+    let dir = path.parent().expect("record paths always have a folder");
+    let mut tmp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .tempfile_in(dir)
+        .map_err(StoreError::io("create temp file in", dir))?;
+    tmp.write_all(&json)
+        .and_then(|_| tmp.write_all(b"\n"))
+        .and_then(|_| tmp.as_file().sync_all())
+        .map_err(StoreError::io("write", tmp.path()))?;
+    tmp.persist(path).map_err(|e| StoreError::Io {
+        op: "rename temp file onto",
+        path: path.to_owned(),
+        source: e.error,
+    })?;
+    dir_sync.sync()
+}
+
+/// Removes `path` durably; a missing file is not an error.
+pub fn remove_durable(path: &Path, dir_sync: &DirSync) -> Result<()> {
+    match fs::remove_file(path) {
+        Ok(()) => dir_sync.sync(),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(StoreError::Io {
+            op: "remove",
+            path: path.to_owned(),
+            source: e,
+        }),
+    }
+}
+
+/// Takes `DIR/LOCK` exclusively (std `File::try_lock`, Rust 1.89) and writes
+/// our pid into it. The returned file must live as long as the store: the
+/// lock is released when it is closed. A second opener fails at once with an
+/// error naming the owner (pid, and address when a server wrote one).
+pub fn acquire_lock(dir: &Path) -> Result<File> {
+    let path = dir.join("LOCK");
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(StoreError::io("open", &path))?;
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(fs::TryLockError::WouldBlock) => {
+            return Err(StoreError::Locked {
+                dir: dir.to_owned(),
+                owner: describe_owner(dir, &mut file),
+            });
+        }
+        Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &path)(e)),
+    }
+    file.set_len(0)
+        .and_then(|_| {
+            use std::io::Seek;
+            file.seek(io::SeekFrom::Start(0))?;
+            writeln!(file, "{}", std::process::id())?;
+            file.sync_all()
+        })
+        .map_err(StoreError::io("write pid to", &path))?;
+    Ok(file)
+}
+
+/// "pid 123, address 127.0.0.1:7070" from `LOCK` and `server.json`.
+fn describe_owner(dir: &Path, lock: &mut File) -> String {
+    let mut pid = String::new();
+    let _ = lock.read_to_string(&mut pid);
+    let pid = pid.trim();
+    let mut owner = if pid.is_empty() {
+        "pid unknown".to_string()
+    } else {
+        format!("pid {pid}")
+    };
+    if let Ok(text) = fs::read_to_string(dir.join("server.json"))
+        && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
+        && info
+            .get("pid")
+            .and_then(|p| p.as_u64())
+            .map(|p| p.to_string())
+            .as_deref()
+            == Some(pid)
+        && let Some(addr) = info.get("addr").and_then(|a| a.as_str())
+    {
+        owner.push_str(&format!(", address {addr}"));
+    }
+    owner
+}
+
+/// What the start-up scan found in one record folder.
+pub struct Scan<T> {
+    pub records: Vec<T>,
+    pub quarantined: Vec<PathBuf>,
+    pub temp_removed: usize,
+}
+
+/// Loads every `<id>.json` of `dir`. Leftover temp files are removed;
+/// anything unreadable (bad JSON, a name that is not a valid id, an id that
+/// disagrees with its file name) is moved to `quarantine` with a log line.
+/// A readable record is never dropped or overwritten. Parsing runs on
+/// several threads: opening 100,000 records is dominated by it.
+pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str) -> Result<Scan<T>>
+where
+    T: DeserializeOwned + Send,
+{
+    let mut paths = Vec::new();
+    let mut temp_removed = 0;
+    let mut bad = Vec::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
+        let entry = entry.map_err(StoreError::io("read folder", dir))?;
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let path = entry.path();
+        if name.starts_with(TEMP_PREFIX) {
+            fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
+            temp_removed += 1;
+        } else if name.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
+            paths.push(path);
+        } else {
+            bad.push((path, "file name is not <id>.json".to_string()));
+        }
+    }
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
+    let per = paths.len().div_ceil(threads).max(1);
+    let parsed: Vec<(PathBuf, Result<T, String>)> = std::thread::scope(|s| {
+        let handles: Vec<_> = paths
+            .chunks(per)
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|p| (p.clone(), read_record::<T>(p, id_of)))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| h.join().expect("record parser threads do not panic"))
+            .collect()
+    });
+    let mut records = Vec::with_capacity(parsed.len());
+    for (path, res) in parsed {
+        match res {
+            Ok(r) => records.push(r),
+            Err(why) => bad.push((path, why)),
+        }
+    }
+    let mut quarantined = Vec::new();
+    for (path, why) in bad {
+        quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
+    }
+    Ok(Scan {
+        records,
+        quarantined,
+        temp_removed,
+    })
+}
+
+fn read_record<T: DeserializeOwned>(path: &Path, id_of: fn(&T) -> &str) -> Result<T, String> {
+    let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
+    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+    let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
+    if id_of(&record) != stem {
+        return Err(format!("record id {:?} does not match its file name", id_of(&record)));
+    }
+    Ok(record)
+}
+
+/// Moves `path` into `quarantine/`, never overwriting an earlier file there.
+fn move_to_quarantine(path: &Path, quarantine: &Path, why: &str) -> Result<PathBuf> {
+    fs::create_dir_all(quarantine).map_err(StoreError::io("create folder", quarantine))?;
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3f");
+    let mut target = quarantine.join(format!("{name}.{stamp}"));
+    let mut n = 1;
+    while target.exists() {
+        target = quarantine.join(format!("{name}.{stamp}.{n}"));
+        n += 1;
+    }
+    fs::rename(path, &target).map_err(StoreError::io("quarantine", path))?;
+    tracing::warn!(file = %path.display(), to = %target.display(), reason = why, "quarantined unreadable file");
+    fsync_dir(quarantine)?;
+    if let Some(parent) = path.parent() {
+        fsync_dir(parent)?;
+    }
+    Ok(target)
+}

@@ -1,0 +1,136 @@
+//! The in-memory index of process records: lookup by id, and the
+//! newest-first order that list, filters and cursors walk.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+
+use super::error::{Result, StoreError};
+use super::output::Output;
+use crate::model::{Process, Status, Timestamp};
+
+/// Default page size of a list.
+pub const DEFAULT_LIMIT: usize = 1000;
+/// Largest page a list may ask for.
+pub const MAX_LIMIT: usize = 10_000;
+
+/// One process in the index.
+pub(crate) struct Entry {
+    /// Serialises writers of this record (update, complete, delete) across
+    /// their durable write. tokio Mutex because it is held across the
+    /// `spawn_blocking` await; readers never take it.
+    pub write: tokio::sync::Mutex<()>,
+    /// The acknowledged record. std Mutex, held to clone or replace it.
+    pub record: Mutex<Process>,
+    pub output: Arc<Output>,
+}
+
+impl Entry {
+    pub fn record(&self) -> Process {
+        let mut p = self.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let st = self.output.lock();
+        p.output_bytes = st.stored;
+        p.output_truncated |= st.truncated;
+        p
+    }
+
+    pub fn set_record(&self, p: Process) {
+        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = p;
+    }
+}
+
+/// Sort key: newest first is the reverse of (created_at, id).
+type Key = (Timestamp, String);
+
+#[derive(Default)]
+pub(crate) struct Index {
+    pub by_id: HashMap<String, Arc<Entry>>,
+    order: BTreeSet<Key>,
+}
+
+/// A list request.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    pub workspace: Option<String>,
+    pub status: Option<Status>,
+    /// Page size; None means [`DEFAULT_LIMIT`].
+    pub limit: Option<usize>,
+    /// Opaque position returned as `next_cursor` by the previous page.
+    pub cursor: Option<String>,
+}
+
+/// One page of a list.
+#[derive(Debug, Clone)]
+pub struct Page {
+    pub items: Vec<Process>,
+    /// Present when more records follow.
+    pub next_cursor: Option<String>,
+}
+
+impl Index {
+    pub fn insert(&mut self, p: &Process, entry: Arc<Entry>) {
+        self.order.insert((p.created_at, p.id.clone()));
+        self.by_id.insert(p.id.clone(), entry);
+    }
+
+    pub fn remove(&mut self, p: &Process) {
+        self.order.remove(&(p.created_at, p.id.clone()));
+        self.by_id.remove(&p.id);
+    }
+
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// Entries newest first.
+    pub fn newest_first(&self) -> impl Iterator<Item = &Arc<Entry>> {
+        self.order.iter().rev().filter_map(|(_, id)| self.by_id.get(id))
+    }
+
+    pub fn list(&self, q: &ListQuery) -> Result<Page> {
+        let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(StoreError::invalid(
+                "limit",
+                format!("must be between 1 and {MAX_LIMIT}"),
+            ));
+        }
+        let upper = match &q.cursor {
+            Some(c) => Some(decode_cursor(c)?),
+            None => None,
+        };
+        let range = match &upper {
+            Some(k) => self.order.range(..k.clone()),
+            None => self.order.range::<Key, _>(..),
+        };
+        let mut items = Vec::new();
+        let mut next_cursor = None;
+        for (_, id) in range.rev() {
+            let Some(entry) = self.by_id.get(id) else { continue };
+            let p = entry.record();
+            if q.workspace.as_ref().is_some_and(|w| *w != p.workspace) || q.status.is_some_and(|s| s != p.status) {
+                continue;
+            }
+            if items.len() == limit {
+                let last: &Process = items.last().expect("limit >= 1");
+                next_cursor = Some(encode_cursor(&last.created_at, &last.id));
+                break;
+            }
+            items.push(p);
+        }
+        Ok(Page { items, next_cursor })
+    }
+}
+
+/// `<created_at millis>.<id>`: ids never contain a dot.
+fn encode_cursor(created: &Timestamp, id: &str) -> String {
+    format!("{}.{id}", created.timestamp_millis())
+}
+
+fn decode_cursor(c: &str) -> Result<Key> {
+    let bad = || StoreError::BadCursor(c.chars().take(100).collect());
+    let (ms, id) = c.split_once('.').ok_or_else(bad)?;
+    let ms: i64 = ms.parse().map_err(|_| bad())?;
+    crate::model::validate_id(id).map_err(|_| bad())?;
+    let t = chrono::DateTime::from_timestamp_millis(ms).ok_or_else(bad)?;
+    Ok((t, id.to_owned()))
+}

@@ -1,0 +1,305 @@
+//! `FileProcessStore`: process and workspace records as JSON files, an
+//! in-memory index answering every read, append-only output logs with one
+//! lazily created emitter per followed process, lifecycle events, and
+//! retention. Knows nothing about HTTP.
+//!
+//! # Concurrency
+//! * Reads (`get`, `list`) take the index `RwLock` briefly and clone.
+//! * Each mutating call runs as its own tokio task, so a caller that goes
+//!   away (a dropped HTTP request) can never leave disk and memory apart.
+//! * Writes to one record are serialised by that record's `write` mutex and
+//!   applied to memory only after the file is durable; writes to different
+//!   records run in parallel on the blocking pool and share folder fsyncs
+//!   (`fsio::DirSync`).
+
+mod error;
+mod events;
+mod fsio;
+mod index;
+mod output;
+mod process;
+mod retention;
+mod workspace;
+
+use std::collections::{BTreeMap, HashSet};
+use std::fs::{self, File};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+pub use error::{Result, StoreError};
+pub use events::{EVENT_RING, Events, Resume, SeqEvent};
+pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
+pub use output::{Chunk, EMITTER_CAPACITY, Follow, FollowEvent, MAX_CHUNK};
+pub use retention::Retention;
+
+use crate::model::{DEFAULT_WORKSPACE, Process, Timestamp, Workspace};
+use fsio::DirSync;
+use index::{Entry, Index};
+use output::Output;
+
+/// Default per-process output cap (SPEC section 5).
+pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
+
+/// Source of "now" for record timestamps and retention; tests inject one.
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
+/// Tunables of a store.
+#[derive(Clone)]
+pub struct StoreConfig {
+    /// Bytes of output stored per process; the rest only streams live.
+    pub max_output: u64,
+    pub clock: Clock,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            max_output: DEFAULT_MAX_OUTPUT,
+            clock: Arc::new(crate::model::now),
+        }
+    }
+}
+
+impl std::fmt::Debug for StoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreConfig")
+            .field("max_output", &self.max_output)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What `open` found and did, for the start-up log line.
+#[derive(Debug, Clone, Default)]
+pub struct OpenReport {
+    pub processes: usize,
+    pub workspaces: usize,
+    pub quarantined: Vec<PathBuf>,
+    pub temp_removed: usize,
+    pub orphan_logs_removed: usize,
+}
+
+/// The store. Share it as `Arc<FileProcessStore>`.
+pub struct FileProcessStore {
+    dir: PathBuf,
+    config: StoreConfig,
+    /// `DIR/LOCK`, held exclusively for the store's lifetime.
+    _lock: File,
+    processes_dir: PathBuf,
+    workspaces_dir: PathBuf,
+    output_dir: PathBuf,
+    proc_sync: DirSync,
+    ws_sync: DirSync,
+    /// The process index. std RwLock: held only to look up, insert or
+    /// collect a page, never across an `.await` or a file operation.
+    index: RwLock<Index>,
+    /// Ids whose create is writing its file right now, so two creates of
+    /// one client-chosen id cannot both succeed. std Mutex, brief.
+    creating: Mutex<HashSet<String>>,
+    /// Workspaces by id. std Mutex, brief.
+    workspaces: Mutex<BTreeMap<String, Workspace>>,
+    /// Process creates hold it shared, workspace create/delete exclusive,
+    /// so a workspace cannot vanish under a create that checked it. tokio
+    /// RwLock: held across the durable write.
+    ws_guard: tokio::sync::RwLock<()>,
+    events: Events,
+    /// Live emitters (processes with at least one follower).
+    emitters: Arc<AtomicUsize>,
+    report: OpenReport,
+}
+
+impl FileProcessStore {
+    /// Opens (creating if needed) the store in `dir`: takes `DIR/LOCK`,
+    /// loads every record, removes leftover temp files and quarantines
+    /// unreadable ones. Fails at once if another process owns `dir`.
+    pub async fn open(dir: impl Into<PathBuf>, config: StoreConfig) -> Result<Arc<Self>> {
+        let dir = dir.into();
+        tokio::task::spawn_blocking(move || Self::open_blocking(dir, config))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// [`FileProcessStore::open`] for callers outside a runtime.
+    pub fn open_blocking(dir: PathBuf, config: StoreConfig) -> Result<Arc<Self>> {
+        fs::create_dir_all(&dir).map_err(StoreError::io("create folder", &dir))?;
+        let lock = fsio::acquire_lock(&dir)?;
+        let processes_dir = dir.join("processes");
+        let workspaces_dir = dir.join("workspaces");
+        let output_dir = dir.join("output");
+        let quarantine = dir.join("quarantine");
+        for d in [&processes_dir, &workspaces_dir, &output_dir] {
+            fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
+        }
+        let ws_scan = fsio::scan_dir::<Workspace>(&workspaces_dir, &quarantine, |w| &w.id)?;
+        let proc_scan = fsio::scan_dir::<Process>(&processes_dir, &quarantine, |p| &p.id)?;
+        let mut report = OpenReport {
+            processes: proc_scan.records.len(),
+            workspaces: ws_scan.records.len(),
+            temp_removed: ws_scan.temp_removed + proc_scan.temp_removed,
+            ..Default::default()
+        };
+        report.quarantined.extend(ws_scan.quarantined);
+        report.quarantined.extend(proc_scan.quarantined);
+
+        let emitters = Arc::new(AtomicUsize::new(0));
+        let logs = output::log_sizes(&output_dir)?;
+        let mut index = Index::default();
+        for mut p in proc_scan.records {
+            let path = output_dir.join(format!("{}.log", p.id));
+            p.output_bytes = logs.get(&p.id).copied().unwrap_or(0);
+            let out = Output::new(
+                path,
+                p.output_bytes,
+                &p.status_info(),
+                p.output_truncated,
+                emitters.clone(),
+            );
+            let entry = Arc::new(Entry {
+                write: tokio::sync::Mutex::new(()),
+                record: Mutex::new(p.clone()),
+                output: Arc::new(out),
+            });
+            index.insert(&p, entry);
+        }
+        for id in logs.keys().filter(|id| !index.by_id.contains_key(*id)) {
+            // The log of a record that was deleted (crash between removing
+            // the record and its log): nothing refers to it any more.
+            let path = output_dir.join(format!("{id}.log"));
+            fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
+            report.orphan_logs_removed += 1;
+        }
+
+        let store = FileProcessStore {
+            proc_sync: DirSync::new(processes_dir.clone()),
+            ws_sync: DirSync::new(workspaces_dir.clone()),
+            dir,
+            config,
+            _lock: lock,
+            processes_dir,
+            workspaces_dir,
+            output_dir,
+            index: RwLock::new(index),
+            creating: Mutex::new(HashSet::new()),
+            workspaces: Mutex::new(ws_scan.records.into_iter().map(|w| (w.id.clone(), w)).collect()),
+            ws_guard: tokio::sync::RwLock::new(()),
+            events: Events::new(),
+            emitters,
+            report,
+        };
+        store.ensure_default_workspace()?;
+        tracing::info!(
+            dir = %store.dir.display(),
+            processes = store.report.processes,
+            workspaces = store.report.workspaces,
+            quarantined = store.report.quarantined.len(),
+            temp_removed = store.report.temp_removed,
+            "store opened"
+        );
+        Ok(Arc::new(store))
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn config(&self) -> &StoreConfig {
+        &self.config
+    }
+
+    /// What the last open found (counts, quarantined files).
+    pub fn open_report(&self) -> &OpenReport {
+        &self.report
+    }
+
+    /// Lifecycle events of this store.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Processes that currently have a live emitter (at least one follower
+    /// of a running process).
+    pub fn emitter_count(&self) -> usize {
+        self.emitters.load(Ordering::Relaxed)
+    }
+
+    /// Number of process records.
+    pub fn process_count(&self) -> usize {
+        self.read_index().len()
+    }
+
+    fn now(&self) -> Timestamp {
+        (self.config.clock)()
+    }
+
+    fn read_index(&self) -> std::sync::RwLockReadGuard<'_, Index> {
+        self.index.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write_index(&self) -> std::sync::RwLockWriteGuard<'_, Index> {
+        self.index.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn process_path(&self, id: &str) -> PathBuf {
+        self.processes_dir.join(format!("{id}.json"))
+    }
+
+    fn workspace_path(&self, id: &str) -> PathBuf {
+        self.workspaces_dir.join(format!("{id}.json"))
+    }
+
+    fn log_path(&self, id: &str) -> PathBuf {
+        self.output_dir.join(format!("{id}.log"))
+    }
+
+    fn ensure_default_workspace(&self) -> Result<()> {
+        let mut ws = self.workspaces.lock().unwrap_or_else(|e| e.into_inner());
+        if !ws.contains_key(DEFAULT_WORKSPACE) {
+            let w = Workspace {
+                id: DEFAULT_WORKSPACE.into(),
+                name: "Default".into(),
+                root_path: None,
+                created_at: self.now(),
+            };
+            fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
+            ws.insert(w.id.clone(), w);
+        }
+        Ok(())
+    }
+
+    /// Runs `f` as its own task so that it completes even if the caller's
+    /// future is dropped half-way (memory and disk must not drift apart).
+    async fn detached<T, F, Fut>(self: &Arc<Self>, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<Self>) -> Fut,
+        Fut: Future<Output = Result<T>> + Send + 'static,
+    {
+        tokio::spawn(f(self.clone()))
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs blocking file work on the blocking pool.
+    async fn blocking<T, F>(f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        tokio::task::spawn_blocking(f)
+            .await
+            .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// fsyncs every open output log, so output acknowledged before a
+    /// graceful shutdown survives a power loss after it.
+    pub async fn sync_output(self: &Arc<Self>) -> Result<()> {
+        let outputs: Vec<Arc<Output>> = self.read_index().by_id.values().map(|e| e.output.clone()).collect();
+        Self::blocking(move || outputs.iter().try_for_each(|o| o.sync())).await
+    }
+}
+
+impl Drop for FileProcessStore {
+    fn drop(&mut self) {
+        tracing::debug!(dir = %self.dir.display(), "store closed, LOCK released");
+    }
+}

@@ -1,0 +1,111 @@
+//! Workspace records: register, list, get, delete (optionally cascading to
+//! the workspace's processes).
+
+use std::sync::Arc;
+
+use super::error::{Result, StoreError};
+use super::{FileProcessStore, fsio};
+use crate::model::{self, DEFAULT_WORKSPACE, EventKind, MAX_NAME_LEN, NewWorkspace, Workspace, validate_id};
+
+impl FileProcessStore {
+    /// Registers a workspace. Returns it and whether it was created (false:
+    /// that id already existed and the stored record is returned).
+    pub async fn create_workspace(self: &Arc<Self>, new: NewWorkspace) -> Result<(Workspace, bool)> {
+        self.detached(move |s| async move { s.create_workspace_inner(new).await })
+            .await
+    }
+
+    async fn create_workspace_inner(self: Arc<Self>, new: NewWorkspace) -> Result<(Workspace, bool)> {
+        let id = new.id.unwrap_or_else(model::new_id);
+        validate_id(&id).map_err(|source| StoreError::InvalidId {
+            what: "workspace",
+            source,
+        })?;
+        if new.name.trim().is_empty() {
+            return Err(StoreError::invalid("name", "must not be empty"));
+        }
+        if new.name.chars().count() > MAX_NAME_LEN {
+            return Err(StoreError::invalid(
+                "name",
+                format!("must be at most {MAX_NAME_LEN} characters"),
+            ));
+        }
+        let _guard = self.ws_guard.write().await;
+        if let Some(existing) = self.workspace(&id) {
+            return Ok((existing, false));
+        }
+        let w = Workspace {
+            id: id.clone(),
+            name: new.name,
+            root_path: new.root_path,
+            created_at: self.now(),
+        };
+        let (path, record, store) = (self.workspace_path(&id), w.clone(), self.clone());
+        Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.ws_sync)).await?;
+        self.lock_workspaces().insert(id, w.clone());
+        self.events.workspace(EventKind::WorkspaceAdded, &w);
+        Ok((w, true))
+    }
+
+    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Workspace>> {
+        self.workspaces.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn workspace(&self, id: &str) -> Option<Workspace> {
+        self.lock_workspaces().get(id).cloned()
+    }
+
+    pub(crate) fn workspace_exists(&self, id: &str) -> bool {
+        self.lock_workspaces().contains_key(id)
+    }
+
+    pub fn get_workspace(&self, id: &str) -> Result<Workspace> {
+        validate_id(id).map_err(|source| StoreError::InvalidId {
+            what: "workspace",
+            source,
+        })?;
+        self.workspace(id).ok_or_else(|| StoreError::NotFound {
+            kind: "workspace",
+            id: id.to_owned(),
+        })
+    }
+
+    /// All workspaces, by id.
+    pub fn list_workspaces(&self) -> Vec<Workspace> {
+        self.lock_workspaces().values().cloned().collect()
+    }
+
+    /// Deletes a workspace. With processes it is refused unless `cascade`,
+    /// which deletes them (and their output) first. `default` stays.
+    pub async fn delete_workspace(self: &Arc<Self>, id: &str, cascade: bool) -> Result<()> {
+        let id = id.to_owned();
+        self.detached(move |s| async move { s.delete_workspace_inner(&id, cascade).await })
+            .await
+    }
+
+    async fn delete_workspace_inner(self: Arc<Self>, id: &str, cascade: bool) -> Result<()> {
+        let w = self.get_workspace(id)?;
+        if id == DEFAULT_WORKSPACE {
+            return Err(StoreError::DefaultWorkspace);
+        }
+        let _guard = self.ws_guard.write().await;
+        let procs = self.processes_where(|p| p.workspace == id);
+        if !procs.is_empty() && !cascade {
+            return Err(StoreError::WorkspaceNotEmpty {
+                id: id.to_owned(),
+                count: procs.len(),
+            });
+        }
+        for p in procs {
+            match self.clone().delete_process_inner(&p.id).await {
+                Ok(()) | Err(StoreError::NotFound { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let (path, store) = (self.workspace_path(id), self.clone());
+        Self::blocking(move || fsio::remove_durable(&path, &store.ws_sync)).await?;
+        self.lock_workspaces().remove(id);
+        self.events.workspace(EventKind::WorkspaceRemoved, &w);
+        Ok(())
+    }
+}

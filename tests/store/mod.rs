@@ -1,0 +1,3 @@
+//! Store tests: FileProcessStore on real temporary folders.
+
+mod basics;
