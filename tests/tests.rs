@@ -2,4 +2,5 @@
 //! a real server on 127.0.0.1:0, real HTTP, SSE and WebSocket clients.
 
 mod helper;
+mod server;
 mod store;
