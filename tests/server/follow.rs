@@ -229,3 +229,18 @@ async fn awkward_content_round_trips_exactly() {
         expected
     );
 }
+
+#[tokio::test]
+async fn deleting_a_running_process_ends_its_followers_with_cancelled() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    append(s.addr, id, "partial").await;
+    http::delete(s.addr, &format!("/api/processes/{id}")).await.expect(204);
+    let events = r.rest().await;
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["chunk", "status", "done"]);
+    assert_eq!(events[1].json()["status"], "cancelled");
+    assert_eq!(s.store.emitter_count(), 0);
+}

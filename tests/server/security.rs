@@ -105,3 +105,26 @@ async fn cors_headers_and_preflight() {
     let r = get(plain.addr, "/healthz").await;
     assert!(r.header("access-control-allow-origin").is_none());
 }
+
+#[tokio::test]
+async fn connections_past_the_cap_wait_instead_of_failing() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        max_connections: 2,
+        ..Default::default()
+    })
+    .await;
+    let a = SseReader::open(s.addr, "/api/events", &[]).await;
+    let b = SseReader::open(s.addr, "/api/events", &[]).await;
+    let addr = s.addr;
+    let third = tokio::spawn(async move { get(addr, "/healthz").await.status });
+    // Bounded check that it is held back while both slots are taken.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!third.is_finished(), "a third connection was served past the cap of 2");
+    drop(a);
+    let status = tokio::time::timeout(crate::helper::server::WAIT, third)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(status, 200);
+    drop(b);
+}
