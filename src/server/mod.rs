@@ -217,7 +217,9 @@ type RequestFuture = Pin<Box<dyn Future<Output = Result<response::Resp, Infallib
 /// Returned boxed so the task holds the (large) connection state once.
 fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let _ = stream.set_nodelay(true);
-    let shutdown = app.shutdown.clone();
+    // A child token: the connection polls it at every wake-up, and polling
+    // the server's one token from every connection contends on its lock.
+    let shutdown = app.shutdown.child_token();
     let service = service_fn(move |req| -> RequestFuture {
         let app = app.clone();
         Box::pin(async move { Ok(router::handle(app, req).await) })

@@ -47,8 +47,11 @@ pub fn response<S>(app: &App, frames: S) -> Resp
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
+    // A child token per stream: polling a token's `cancelled` future locks
+    // that token's waiter list, and 1,000 followers polling the server's
+    // one token at every frame contend on that one lock.
     let frames = frames
-        .take_until(app.shutdown.clone().cancelled_owned())
+        .take_until(app.shutdown.child_token().cancelled_owned())
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
     let mut resp = response::with_type(
         StatusCode::OK,
