@@ -15,6 +15,15 @@ use crate::model::{
     StreamKind, format_duration, validate_id,
 };
 
+/// Appends up to this size are written on the calling task instead of the
+/// blocking pool. Such a write only copies into the page cache (no fsync),
+/// while the hand-off to a blocking thread and back puts the appender's
+/// wake-up behind every follower the chunk just woke: measured with the
+/// load generator (1 process, 1,000 followers), inline appends took the
+/// fan-out from 0.63x to 0.81x of the bare baseline. Larger appends still
+/// go to the blocking pool.
+pub const INLINE_APPEND_MAX: usize = 64 * 1024;
+
 /// Which part of the stored output to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputRange {
@@ -356,7 +365,11 @@ impl FileProcessStore {
         let entry = self.entry(id)?;
         let out = entry.output.clone();
         let (id2, max) = (id.to_owned(), self.config.max_output);
-        let appended = Self::blocking(move || out.append(&id2, &content, stream, max)).await?;
+        let appended = if content.len() <= INLINE_APPEND_MAX {
+            out.append(&id2, &content, stream, max)?
+        } else {
+            Self::blocking(move || out.append(&id2, &content, stream, max)).await?
+        };
         if appended.newly_truncated {
             let id = id.to_owned();
             self.detached(move |s| async move { s.mark_truncated(&id).await })
