@@ -162,7 +162,7 @@ pub async fn run(
     tracing::info!("shutting down: draining connections");
     app.tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, app.tracker.wait()).await.is_err() {
-        tracing::warn!("connections still open after the grace period; dropping them");
+        tracing::warn!("connections still open after the grace period; not waiting for them any longer");
     }
     runner.shutdown().await;
     store.sync_output().await?;

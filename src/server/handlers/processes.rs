@@ -78,6 +78,7 @@ async fn start_command(
 pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
     let status = q
         .get("status")
+        .filter(|s| !s.is_empty())
         .map(|s| {
             s.parse::<Status>()
                 .map_err(|e| ApiError::bad_request("invalid_query", e))
