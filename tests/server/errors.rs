@@ -50,6 +50,16 @@ async fn bad_requests_are_400() {
         .await
         .expect(400);
     get(a, &format!("/api/processes/{id}/stream?from=-1")).await.expect(400);
+    let r = call(
+        a,
+        Method::GET,
+        &format!("/api/processes/{id}/stream"),
+        &[("last-event-id", "x")],
+        "",
+    )
+    .await;
+    r.expect(400);
+    assert_eq!(r.json()["code"], "invalid_last_event_id");
     // Nothing stored was touched by any of it.
     assert_eq!(s.store.process_count(), 1);
 }

@@ -244,3 +244,37 @@ async fn deleting_a_running_process_ends_its_followers_with_cancelled() {
     assert_eq!(events[1].json()["status"], "cancelled");
     assert_eq!(s.store.emitter_count(), 0);
 }
+
+#[tokio::test]
+async fn output_past_the_cap_that_went_by_is_reported_as_lagged() {
+    let s = TestServer::start_full(
+        prochub::server::ServerConfig::default(),
+        prochub::store::StoreConfig {
+            max_output: 1000,
+            ..Default::default()
+        },
+    )
+    .await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    append(s.addr, id, &"a".repeat(600)).await;
+    // Past the cap: streamed live, not stored.
+    assert_eq!(append(s.addr, id, &"b".repeat(600)).await, 600);
+    assert_eq!(
+        get(s.addr, &format!("/api/processes/{id}")).await.json()["output_truncated"],
+        true
+    );
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
+    let replay = r.next_named().await.unwrap();
+    assert_eq!((replay.name(), replay.id.as_deref()), ("chunk", Some("600")));
+    let lagged = r.next_named().await.unwrap();
+    assert_eq!(lagged.name(), "lagged");
+    assert_eq!(lagged.json(), json!({"from": 600, "to": 1200}));
+    assert_eq!(lagged.id.as_deref(), Some("1200"));
+    append(s.addr, id, "c").await;
+    let live = r.next_named().await.unwrap();
+    assert_eq!(
+        (live.json()["content"].as_str(), live.id.as_deref()),
+        (Some("c"), Some("1201"))
+    );
+}

@@ -299,3 +299,40 @@ async fn try_call(addr: std::net::SocketAddr, method: Method, path: &str, body: 
     resp.into_body().collect().await.ok()?;
     Some(status)
 }
+
+#[tokio::test]
+async fn max_count_prunes_finished_processes_at_start_and_keeps_running_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = BinServer::start(dir.path(), &[]).await;
+    let running = create(s.addr, json!({"name": "running"})).await;
+    for i in 0..3 {
+        let p = create(s.addr, json!({"name": format!("done {i}")})).await;
+        complete(s.addr, p["id"].as_str().unwrap()).await;
+    }
+    s.signal(libc::SIGTERM);
+    assert_eq!(s.wait().await.code(), Some(0));
+
+    let s = BinServer::start(dir.path(), &["--max-count", "1"]).await;
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let list = get(s.addr, "/api/processes").await.json();
+        let names: Vec<&str> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
+        if names.len() == 2 {
+            assert_eq!(names, ["done 2", "running"]);
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "not pruned: {names:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        get(s.addr, &format!("/api/processes/{}", running["id"].as_str().unwrap()))
+            .await
+            .json()["status"],
+        "running"
+    );
+}
