@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::HeaderMap;
+use http::Request;
 use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
 
 use super::App;
@@ -38,8 +38,9 @@ pub fn wanted(filter: &Option<String>, ev: &SeqEvent) -> bool {
 
 const RESET: &[u8] = b"event: reset\ndata: {}\n\n";
 
-pub fn sse(app: &Arc<App>, headers: &HeaderMap, q: &Query) -> Result<Resp, ApiError> {
+pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiError> {
     let filter = workspace_filter(q)?;
+    let headers = req.headers();
     let events = app.store.events();
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let mut first = Batch::default();
@@ -67,7 +68,7 @@ pub fn sse(app: &Arc<App>, headers: &HeaderMap, q: &Query) -> Result<Resp, ApiEr
         first: Some(first.finish()),
     };
     let frames = futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (b, s)) });
-    Ok(sse::response(app, frames))
+    Ok(sse::response(sse::stream_token(app, req), frames))
 }
 
 fn frame(epoch: &str, ev: &SeqEvent) -> Bytes {

@@ -203,6 +203,12 @@ async fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
     }
 }
 
+/// The connection's shutdown token (a child of the server's), put in each
+/// request's extensions so a response stream ends on the same token the
+/// connection watches, without a token of its own.
+#[derive(Clone)]
+pub(crate) struct ConnShutdown(pub CancellationToken);
+
 /// A request's future, boxed: hyper keeps one slot per connection sized
 /// for the service future for the connection's whole life, and the router's
 /// future (every handler inlined) is several KiB. Boxed, the slot is a
@@ -220,7 +226,9 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) -> Pin<B
     // A child token: the connection polls it at every wake-up, and polling
     // the server's one token from every connection contends on its lock.
     let shutdown = app.shutdown.child_token();
-    let service = service_fn(move |req| -> RequestFuture {
+    let conn_token = shutdown.clone();
+    let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| -> RequestFuture {
+        req.extensions_mut().insert(ConnShutdown(conn_token.clone()));
         let app = app.clone();
         Box::pin(async move { Ok(router::handle(app, req).await) })
     });

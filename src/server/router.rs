@@ -131,9 +131,9 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, route: Route, q: Query
         (M::POST, R::Cancel(id)) => processes::cancel(app, &id).await,
         (M::GET, R::Output(id)) => output::read(app, &id, &q).await,
         (M::POST, R::Output(id)) => output::append(app, &id, req).await,
-        (M::GET, R::Stream(id)) => sse::follow(app, &id, req.headers(), &q),
+        (M::GET, R::Stream(id)) => sse::follow(app, &id, &req, &q),
         (M::POST, R::Prune) => processes::prune(app, &q).await,
-        (M::GET, R::Events) => events::sse(app, req.headers(), &q),
+        (M::GET, R::Events) => events::sse(app, &req, &q),
         (M::GET, R::Ws) => ws::upgrade(app, req, &q),
         (method, route) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),

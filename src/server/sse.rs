@@ -22,16 +22,17 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use futures_util::{Stream, StreamExt};
 use http::header::{CACHE_CONTROL, HeaderValue};
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use serde::Serialize;
 use tokio::time::{Instant, Sleep};
+use tokio_util::sync::CancellationToken;
 
-use super::App;
 use super::error::ApiError;
 use super::response::{self, Resp};
 use super::url::Query;
+use super::{App, ConnShutdown};
 use crate::model::StreamKind;
 use crate::store::{Chunk, Follow, FollowEvent};
 
@@ -42,16 +43,25 @@ pub const RETRY_MS: u64 = 2000;
 /// The heartbeat event.
 pub const HEARTBEAT: &[u8] = b"event: heartbeat\ndata: {}\n\n";
 
-/// A `text/event-stream` response over `frames`, ending at shutdown.
-pub fn response<S>(app: &App, frames: S) -> Resp
+/// The token a response stream of `req` ends on: its connection's. Not
+/// the server's own token: polling a token's `cancelled` future locks that
+/// token's waiter list, and 1,000 followers polling one token at every
+/// frame contend on that one lock.
+pub fn stream_token<B>(app: &App, req: &Request<B>) -> CancellationToken {
+    match req.extensions().get::<ConnShutdown>() {
+        Some(c) => c.0.clone(),
+        None => app.shutdown.child_token(),
+    }
+}
+
+/// A `text/event-stream` response over `frames`, ending when `shutdown`
+/// fires.
+pub fn response<S>(shutdown: CancellationToken, frames: S) -> Resp
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    // A child token per stream: polling a token's `cancelled` future locks
-    // that token's waiter list, and 1,000 followers polling the server's
-    // one token at every frame contend on that one lock.
     let frames = frames
-        .take_until(app.shutdown.child_token().cancelled_owned())
+        .take_until(shutdown.cancelled_owned())
         .map(|b| Ok::<_, Infallible>(Frame::data(b)));
     let mut resp = response::with_type(
         StatusCode::OK,
@@ -192,8 +202,8 @@ fn start_offset(headers: &HeaderMap, q: &Query) -> Result<Option<u64>, ApiError>
 }
 
 /// `GET /api/processes/:id/stream`.
-pub fn follow(app: &Arc<App>, id: &str, headers: &HeaderMap, q: &Query) -> Result<Resp, ApiError> {
-    let from = start_offset(headers, q)?;
+pub fn follow<B>(app: &Arc<App>, id: &str, req: &Request<B>, q: &Query) -> Result<Resp, ApiError> {
+    let from = start_offset(req.headers(), q)?;
     let follow = app.store.subscribe(id, from)?;
     let state = FollowStream {
         follow,
@@ -203,7 +213,7 @@ pub fn follow(app: &Arc<App>, id: &str, headers: &HeaderMap, q: &Query) -> Resul
         done: false,
     };
     let frames = futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (b, s)) });
-    Ok(response(app, frames))
+    Ok(response(stream_token(app, req), frames))
 }
 
 /// The state of one follower's stream.
