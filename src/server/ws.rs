@@ -100,10 +100,12 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    // A child token, so sockets do not contend on the server token's lock.
+    let shutdown = app.shutdown.child_token();
     tracing::debug!("WebSocket open");
     loop {
         tokio::select! {
-            _ = app.shutdown.cancelled() => {
+            _ = shutdown.cancelled() => {
                 close(&mut ws, CloseCode::Away, "server shutting down").await;
                 break;
             }
@@ -114,10 +116,17 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
                 Some(Ok(_)) => {}
             },
             r = rx.recv() => {
-                let sent = match r {
-                    Ok(ev) => send_ready(&mut ws, &mut rx, &filter, ev).await,
-                    Err(RecvError::Lagged(_)) => ws.send(Message::text(RESET)).await,
-                    Err(RecvError::Closed) => break,
+                // A client that stops reading blocks the send: shutdown
+                // must not wait on it (it just loses its socket).
+                let sent = tokio::select! {
+                    sent = async {
+                        match r {
+                            Ok(ev) => send_ready(&mut ws, &mut rx, &filter, ev).await,
+                            Err(RecvError::Lagged(_)) => ws.send(Message::text(RESET)).await,
+                            Err(RecvError::Closed) => Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed),
+                        }
+                    } => sent,
+                    _ = shutdown.cancelled() => break,
                 };
                 if sent.is_err() {
                     break;
