@@ -45,10 +45,9 @@ pub async fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
         .with_context(|| format!("cannot listen on {}", args.addr))?;
     let addr = listener.local_addr().context("reading the bound address")?;
     write_server_json(&dir, &addr.to_string()).await?;
-    {
-        let mut out = std::io::stdout().lock();
-        writeln!(out, "prochub listening on http://{addr}")?;
-        out.flush()?;
+    if let Err(e) = announce(&addr) {
+        remove_server_json(&dir).await;
+        return Err(e).context("writing the listening line to stdout");
     }
     tracing::info!(%addr, dir = %dir.display(), "listening");
 
@@ -74,6 +73,13 @@ pub async fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
     remove_server_json(&dir).await;
     result.context("server failed")?;
     Ok(0)
+}
+
+/// The first stdout line, flushed at once: scripts and tests wait for it.
+fn announce(addr: &std::net::SocketAddr) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "prochub listening on http://{addr}")?;
+    out.flush()
 }
 
 /// Cancels `token` at the first SIGINT or SIGTERM.
