@@ -1,0 +1,4 @@
+//! The client side: server-run commands, the client library against a
+//! real server, the offline queue, workspace identity, and the CLI.
+
+mod runner;
