@@ -31,6 +31,7 @@ pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, Events, Resume, SeqEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
 pub use output::{Chunk, EMITTER_CAPACITY, Follow, FollowEvent, MAX_CHUNK};
+pub use process::{AppendResult, OutputRange};
 pub use retention::Retention;
 
 use crate::model::{DEFAULT_WORKSPACE, Process, Timestamp, Workspace};

@@ -1,0 +1,138 @@
+//! `prochub serve`: resolves the data folder, opens the store (one server
+//! per folder: the store's LOCK), binds, announces the address on stdout
+//! and in `DIR/server.json`, and runs until SIGINT/SIGTERM.
+
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use super::{ServerConfig, run};
+use crate::cli::ServeArgs;
+use crate::store::{FileProcessStore, Retention, StoreConfig};
+
+/// How often `--max-age`/`--max-count` pruning runs.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// The file naming the running server, in the data folder.
+pub const SERVER_JSON: &str = "server.json";
+
+/// The data folder: `--data`, else `$XDG_DATA_HOME/prochub`.
+pub fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    match arg {
+        Some(d) => Ok(d),
+        None => Ok(dirs::data_dir()
+            .context("cannot find the user's data folder; pass --data DIR")?
+            .join("prochub")),
+    }
+}
+
+pub async fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
+    let dir = data_dir(args.data.clone())?;
+    let store = FileProcessStore::open(
+        &dir,
+        StoreConfig {
+            max_output: args.max_output,
+            ..Default::default()
+        },
+    )
+    .await?;
+    let listener = TcpListener::bind(&args.addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.addr))?;
+    let addr = listener.local_addr().context("reading the bound address")?;
+    write_server_json(&dir, &addr.to_string()).await?;
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "prochub listening on http://{addr}")?;
+        out.flush()?;
+    }
+    tracing::info!(%addr, dir = %dir.display(), "listening");
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    let retention = Retention {
+        max_age: args.max_age,
+        max_count: args.max_count,
+    };
+    if !retention.is_unlimited() {
+        store.spawn_retention(retention, RETENTION_EVERY, shutdown.clone());
+    }
+    let config = ServerConfig {
+        token: args.token.clone(),
+        max_body: args.max_body,
+        heartbeat: args.heartbeat,
+        allow_exec: args.allow_exec,
+        cors_origin: args.cors_origin.clone(),
+        max_connections: args.max_connections,
+        runner: None,
+    };
+    let result = run(listener, config, store, shutdown).await;
+    remove_server_json(&dir).await;
+    result.context("server failed")?;
+    Ok(0)
+}
+
+/// Cancels `token` at the first SIGINT or SIGTERM.
+async fn cancel_on_signal(token: CancellationToken) {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::warn!(%e, "cannot watch SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received"),
+        _ = term => tracing::info!("SIGTERM received"),
+    }
+    token.cancel();
+}
+
+/// Writes `DIR/server.json` `{pid, addr, started_at}` atomically (temp
+/// file, fsync, rename), so a client never reads half of it.
+async fn write_server_json(dir: &Path, addr: &str) -> anyhow::Result<()> {
+    let info = json!({
+        "pid": std::process::id(),
+        "addr": addr,
+        "started_at": crate::model::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+    });
+    let dir = dir.to_owned();
+    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".server.json.")
+            .tempfile_in(&dir)
+            .with_context(|| format!("creating a temp file in {}", dir.display()))?;
+        serde_json::to_writer_pretty(&mut tmp, &info)?;
+        tmp.write_all(b"\n")?;
+        tmp.as_file().sync_all()?;
+        tmp.persist(dir.join(SERVER_JSON))
+            .with_context(|| format!("writing {}", dir.join(SERVER_JSON).display()))?;
+        Ok(())
+    })
+    .await
+    .context("writing server.json")?
+}
+
+/// Removes `server.json` if it still names this process.
+async fn remove_server_json(dir: &Path) {
+    let path = dir.join(SERVER_JSON);
+    let _ = tokio::task::spawn_blocking(move || {
+        let ours = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
+            .and_then(|v| v.get("pid").and_then(|p| p.as_u64()))
+            == Some(u64::from(std::process::id()));
+        if ours && let Err(e) = std::fs::remove_file(&path) {
+            tracing::warn!(%e, path = %path.display(), "could not remove server.json");
+        }
+    })
+    .await;
+}

@@ -1,0 +1,130 @@
+//! `GET /api/events`: lifecycle events as SSE (SPEC section 4). Ids are
+//! `EPOCH-SEQ`; a reconnect with `Last-Event-ID` replays what it missed
+//! from the store's ring, or gets one `event: reset` (re-list) when that
+//! cannot be done, as does a subscriber that lags behind the broadcast.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::HeaderMap;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+
+use super::App;
+use super::error::ApiError;
+use super::response::Resp;
+use super::sse::{self, Batch, Heartbeat};
+use super::url::Query;
+use crate::model::validate_id;
+use crate::store::{Resume, SeqEvent, StoreError};
+
+/// The `?workspace=` filter of `/api/events` and `/ws`.
+pub fn workspace_filter(q: &Query) -> Result<Option<String>, ApiError> {
+    match q.get("workspace").filter(|w| !w.is_empty()) {
+        None => Ok(None),
+        Some(w) => {
+            validate_id(w).map_err(|source| StoreError::InvalidId {
+                what: "workspace",
+                source,
+            })?;
+            Ok(Some(w.to_owned()))
+        }
+    }
+}
+
+/// Whether `ev` passes `filter`.
+pub fn wanted(filter: &Option<String>, ev: &SeqEvent) -> bool {
+    filter.as_deref().is_none_or(|w| ev.event.workspace_id() == w)
+}
+
+const RESET: &[u8] = b"event: reset\ndata: {}\n\n";
+
+pub fn sse(app: &Arc<App>, headers: &HeaderMap, q: &Query) -> Result<Resp, ApiError> {
+    let filter = workspace_filter(q)?;
+    let events = app.store.events();
+    let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let mut first = Batch::default();
+    first.push(Bytes::from(format!(": connected\nretry: {}\n\n", sse::RETRY_MS)));
+    let rx = match last {
+        None => events.subscribe(),
+        Some(last) => {
+            let (resume, rx) = events.resume(last.trim());
+            match resume {
+                Resume::Replay(missed) => {
+                    for ev in missed.iter().filter(|e| wanted(&filter, e)) {
+                        first.push(frame(events.epoch(), ev));
+                    }
+                }
+                Resume::Reset => first.push(Bytes::from_static(RESET)),
+            }
+            rx
+        }
+    };
+    let state = EventStream {
+        rx,
+        filter,
+        epoch: events.epoch().to_owned(),
+        heartbeat: Heartbeat::new(app.config.heartbeat),
+        first: Some(first.finish()),
+    };
+    let frames = futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (b, s)) });
+    Ok(sse::response(app, frames))
+}
+
+fn frame(epoch: &str, ev: &SeqEvent) -> Bytes {
+    let mut s = String::with_capacity(ev.json.len() + 64);
+    s.push_str("id: ");
+    s.push_str(epoch);
+    s.push('-');
+    s.push_str(&ev.seq.to_string());
+    s.push_str("\nevent: ");
+    s.push_str(ev.event.kind.as_str());
+    s.push_str("\ndata: ");
+    s.push_str(&ev.json);
+    s.push_str("\n\n");
+    Bytes::from(s)
+}
+
+struct EventStream {
+    rx: broadcast::Receiver<Arc<SeqEvent>>,
+    filter: Option<String>,
+    epoch: String,
+    heartbeat: Heartbeat,
+    /// The greeting (and replay), written first.
+    first: Option<Bytes>,
+}
+
+impl EventStream {
+    async fn next_frame(&mut self) -> Option<Bytes> {
+        if let Some(first) = self.first.take() {
+            return Some(first);
+        }
+        loop {
+            let mut batch = Batch::default();
+            tokio::select! {
+                r = self.rx.recv() => match r {
+                    Ok(ev) => self.push(&mut batch, &ev),
+                    Err(RecvError::Lagged(_)) => batch.push(Bytes::from_static(RESET)),
+                    Err(RecvError::Closed) => return None,
+                },
+                _ = self.heartbeat.idle() => return Some(Bytes::from_static(sse::HEARTBEAT)),
+            }
+            while !batch.is_full() {
+                match self.rx.try_recv() {
+                    Ok(ev) => self.push(&mut batch, &ev),
+                    Err(TryRecvError::Lagged(_)) => batch.push(Bytes::from_static(RESET)),
+                    Err(_) => break,
+                }
+            }
+            if batch.len() > 0 {
+                self.heartbeat.wrote();
+                return Some(batch.finish());
+            }
+        }
+    }
+
+    fn push(&self, batch: &mut Batch, ev: &SeqEvent) {
+        if wanted(&self.filter, ev) {
+            batch.push(frame(&self.epoch, ev));
+        }
+    }
+}

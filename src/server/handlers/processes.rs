@@ -1,0 +1,158 @@
+//! `/api/processes`: create (maybe running a command), list with filters
+//! and cursor pagination, get, merge-patch, delete, cancel; and prune.
+
+use std::sync::Arc;
+
+use http::header::{HeaderValue, LINK, LOCATION};
+use http::{Request, StatusCode};
+use hyper::body::Incoming;
+use serde_json::json;
+
+use crate::model::{NewProcess, Process, ProcessPatch, Status};
+use crate::server::error::ApiError;
+use crate::server::response::{self, Resp};
+use crate::server::url::{Query, encode_component};
+use crate::server::{App, body};
+use crate::store::{ListQuery, Retention};
+
+/// 201 + `Location`. With `command`, the runner starts it (403 unless the
+/// server allows exec); `cwd`/`env` only make sense with a command.
+pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let (parts, body) = req.into_parts();
+    let mut new: NewProcess = body::json(&parts.headers, body, app.config.max_body).await?;
+    let (cwd, env) = (new.cwd.take(), new.env.take());
+    match &new.command {
+        Some(_) if !app.config.allow_exec => return Err(ApiError::ExecDisabled),
+        None if cwd.is_some() || env.is_some() => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "`cwd` and `env` are only allowed together with `command`",
+            ));
+        }
+        Some(_) if new.status.is_some_and(|s| s != Status::Running) => {
+            return Err(ApiError::bad_request(
+                "invalid_field",
+                "a process with a `command` starts `running`",
+            ));
+        }
+        _ => {}
+    }
+    let mut p = app.store.create_process(new).await?;
+    if p.command.is_some() {
+        p = start_command(app, p, cwd, env.unwrap_or_default()).await;
+    }
+    let mut resp = response::json(StatusCode::CREATED, &p);
+    let location = HeaderValue::from_str(&format!("/api/processes/{}", p.id)).expect("ids are header-safe");
+    resp.headers_mut().insert(LOCATION, location);
+    Ok(resp)
+}
+
+/// Hands a stored `running` record to the runner. If the runner cannot
+/// take it, the record ends `failed` with the reason (the create itself
+/// succeeded: the record exists).
+async fn start_command(
+    app: &Arc<App>,
+    p: Process,
+    cwd: Option<String>,
+    env: std::collections::BTreeMap<String, String>,
+) -> Process {
+    let Err(e) = app.runner.start(&p, cwd, env) else {
+        return p;
+    };
+    tracing::warn!(%e, id = %p.id, "could not start command");
+    let patch = ProcessPatch {
+        status: Some(Status::Failed),
+        error: Some(Some(e.to_string())),
+        ..Default::default()
+    };
+    match app.store.update_process(&p.id, patch).await {
+        Ok(updated) => updated,
+        Err(e) => {
+            tracing::warn!(%e, id = %p.id, "could not record the failed start");
+            p
+        }
+    }
+}
+
+/// Newest first; `Link: <…>; rel="next"` when more pages follow.
+pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
+    let status = q
+        .get("status")
+        .map(|s| {
+            s.parse::<Status>()
+                .map_err(|e| ApiError::bad_request("invalid_query", e))
+        })
+        .transpose()?;
+    let limit = q.u64("limit")?.map(|n| n.min(usize::MAX as u64) as usize);
+    let lq = ListQuery {
+        workspace: q.get("workspace").filter(|w| !w.is_empty()).map(str::to_owned),
+        status,
+        limit,
+        cursor: q.get("cursor").filter(|c| !c.is_empty()).map(str::to_owned),
+    };
+    let page = app.store.list_processes(&lq)?;
+    let mut resp = response::json(StatusCode::OK, &page.items);
+    if let Some(cursor) = &page.next_cursor {
+        let link = next_link(&lq, cursor);
+        resp.headers_mut()
+            .insert(LINK, HeaderValue::from_str(&link).expect("encoded link is header-safe"));
+    }
+    Ok(resp)
+}
+
+/// The `Link` of the next page: same filters, the new cursor.
+fn next_link(q: &ListQuery, cursor: &str) -> String {
+    let mut params = Vec::new();
+    if let Some(w) = &q.workspace {
+        params.push(format!("workspace={}", encode_component(w)));
+    }
+    if let Some(s) = q.status {
+        params.push(format!("status={s}"));
+    }
+    if let Some(l) = q.limit {
+        params.push(format!("limit={l}"));
+    }
+    params.push(format!("cursor={}", encode_component(cursor)));
+    format!("</api/processes?{}>; rel=\"next\"", params.join("&"))
+}
+
+pub fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
+    Ok(response::json(StatusCode::OK, &app.store.get_process(id)?))
+}
+
+pub async fn patch(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let (parts, body) = req.into_parts();
+    let patch: ProcessPatch = body::json(&parts.headers, body, app.config.max_body).await?;
+    let p = app.store.update_process(id, patch).await?;
+    Ok(response::json(StatusCode::OK, &p))
+}
+
+pub async fn delete(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
+    app.store.delete_process(id).await?;
+    Ok(response::empty(StatusCode::NO_CONTENT))
+}
+
+/// A server-run command goes to the runner (SIGTERM, then SIGKILL); any
+/// other process is just marked cancelled. 409 when already finished.
+pub async fn cancel(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
+    let current = app.store.get_process(id)?;
+    let p = if current.command.is_some() {
+        app.runner.cancel(id).await?
+    } else {
+        app.store
+            .update_process(id, ProcessPatch::status(Status::Cancelled))
+            .await?
+    };
+    Ok(response::json(StatusCode::OK, &p))
+}
+
+/// `POST /api/prune?max_age=7d&max_count=100` → `{removed}`.
+pub async fn prune(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {
+    let max_age = q
+        .get("max_age")
+        .map(|s| crate::cli::parse_duration(s).map_err(|e| ApiError::bad_request("invalid_query", e)))
+        .transpose()?;
+    let max_count = q.u64("max_count")?.map(|n| n.min(usize::MAX as u64) as usize);
+    let removed = app.store.prune(Retention { max_age, max_count }).await?;
+    Ok(response::json(StatusCode::OK, &json!({ "removed": removed })))
+}

@@ -1,0 +1,47 @@
+//! Response building blocks: the one body type every handler returns, and
+//! JSON / text / empty responses.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode};
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Empty, Full};
+use serde::Serialize;
+
+/// The body of every response: a whole buffer or a stream (SSE). Not
+/// `Sync`: a follow stream owns its `Follow`, which only needs `Send`.
+pub type Body = UnsyncBoxBody<Bytes, Infallible>;
+
+pub type Resp = Response<Body>;
+
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into()).boxed_unsync()
+}
+
+pub fn empty_body() -> Body {
+    Empty::new().boxed_unsync()
+}
+
+/// A JSON response.
+pub fn json<T: Serialize + ?Sized>(status: StatusCode, value: &T) -> Resp {
+    let bytes = serde_json::to_vec(value).expect("response types always serialize");
+    with_type(status, full(bytes), "application/json")
+}
+
+/// A response with a body and its content type.
+pub fn with_type(status: StatusCode, body: Body, content_type: &'static str) -> Resp {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// An empty response (204 and friends).
+pub fn empty(status: StatusCode) -> Resp {
+    let mut resp = Response::new(empty_body());
+    *resp.status_mut() = status;
+    resp
+}

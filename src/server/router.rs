@@ -1,0 +1,166 @@
+//! Routing by hand: the decoded path picks a [`Route`], the method picks
+//! the handler (or a 405 with `Allow`). Auth and CORS wrap every route;
+//! every error, including a bad path, leaves here as JSON.
+
+use std::sync::Arc;
+
+use http::{Method, Request};
+use hyper::body::Incoming;
+
+use super::error::ApiError;
+use super::handlers::{health, output, processes, workspaces};
+use super::response::Resp;
+use super::url::{Query, segments};
+use super::{App, auth, cors, events, sse, ws};
+use crate::model::validate_id;
+
+/// A known path, with its (validated) id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    Health,
+    Workspaces,
+    Workspace(String),
+    Processes,
+    Process(String),
+    Output(String),
+    Cancel(String),
+    Stream(String),
+    Prune,
+    Events,
+    Ws,
+}
+
+impl Route {
+    /// Parses decoded path segments. An id position is validated before
+    /// anything after it is looked at, so `/api/processes/../x` is a 400.
+    pub fn parse(segs: &[String]) -> Result<Route, ApiError> {
+        let s: Vec<&str> = segs.iter().map(String::as_str).collect();
+        let id = |raw: &str, what: &'static str| {
+            validate_id(raw)
+                .map(|_| raw.to_owned())
+                .map_err(|source| ApiError::Store(crate::store::StoreError::InvalidId { what, source }))
+        };
+        Ok(match s.as_slice() {
+            ["healthz"] => Route::Health,
+            ["ws"] => Route::Ws,
+            ["api", "workspaces"] => Route::Workspaces,
+            ["api", "workspaces", w] => Route::Workspace(id(w, "workspace")?),
+            ["api", "processes"] => Route::Processes,
+            ["api", "processes", p] => Route::Process(id(p, "process")?),
+            ["api", "processes", p, sub] => {
+                let p = id(p, "process")?;
+                match *sub {
+                    "output" => Route::Output(p),
+                    "cancel" => Route::Cancel(p),
+                    "stream" => Route::Stream(p),
+                    _ => return Err(no_route(segs)),
+                }
+            }
+            ["api", "workspaces", w, ..] | ["api", "processes", w, ..] => {
+                id(w, "id")?;
+                return Err(no_route(segs));
+            }
+            ["api", "prune"] => Route::Prune,
+            ["api", "events"] => Route::Events,
+            _ => return Err(no_route(segs)),
+        })
+    }
+
+    /// The `Allow` header of this route.
+    pub fn allow(&self) -> &'static str {
+        match self {
+            Route::Health | Route::Stream(_) | Route::Events | Route::Ws => "GET, OPTIONS",
+            Route::Workspaces | Route::Processes | Route::Output(_) => "GET, POST, OPTIONS",
+            Route::Workspace(_) => "GET, DELETE, OPTIONS",
+            Route::Process(_) => "GET, PATCH, DELETE, OPTIONS",
+            Route::Cancel(_) | Route::Prune => "POST, OPTIONS",
+        }
+    }
+}
+
+fn no_route(segs: &[String]) -> ApiError {
+    ApiError::NoRoute {
+        path: format!("/{}", segs.join("/")),
+    }
+}
+
+/// Entry point of every request: never fails, every error becomes a JSON
+/// response carrying the CORS headers too.
+pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let mut resp = match route_and_dispatch(&app, req).await {
+        Ok(resp) => resp,
+        Err(e) => e.into_response(),
+    };
+    cors::decorate(app.config.cors_origin.as_deref(), resp.headers_mut());
+    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
+    resp
+}
+
+async fn route_and_dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+    let segs = segments(req.uri().path())?;
+    let query = Query::parse(req.uri().query())?;
+    let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws"));
+    // Preflights carry no credentials: answer them before auth.
+    if req.method() != Method::OPTIONS && protected {
+        auth::check(app.config.token.as_deref(), req.headers(), &query)?;
+    }
+    let route = Route::parse(&segs)?;
+    if req.method() == Method::OPTIONS {
+        return Ok(cors::preflight(app.config.cors_origin.as_deref(), route.allow()));
+    }
+    dispatch(app, req, route, query).await
+}
+
+async fn dispatch(app: &Arc<App>, req: Request<Incoming>, route: Route, q: Query) -> Result<Resp, ApiError> {
+    use Method as M;
+    use Route as R;
+    let method = req.method().clone();
+    match (method, route) {
+        (M::GET, R::Health) => Ok(health::get(app)),
+        (M::GET, R::Workspaces) => Ok(workspaces::list(app)),
+        (M::POST, R::Workspaces) => workspaces::create(app, req).await,
+        (M::GET, R::Workspace(id)) => workspaces::get(app, &id),
+        (M::DELETE, R::Workspace(id)) => workspaces::delete(app, &id, &q).await,
+        (M::GET, R::Processes) => processes::list(app, &q),
+        (M::POST, R::Processes) => processes::create(app, req).await,
+        (M::GET, R::Process(id)) => processes::get(app, &id),
+        (M::PATCH, R::Process(id)) => processes::patch(app, &id, req).await,
+        (M::DELETE, R::Process(id)) => processes::delete(app, &id).await,
+        (M::POST, R::Cancel(id)) => processes::cancel(app, &id).await,
+        (M::GET, R::Output(id)) => output::read(app, &id, &q).await,
+        (M::POST, R::Output(id)) => output::append(app, &id, req).await,
+        (M::GET, R::Stream(id)) => sse::follow(app, &id, req.headers(), &q),
+        (M::POST, R::Prune) => processes::prune(app, &q).await,
+        (M::GET, R::Events) => events::sse(app, req.headers(), &q),
+        (M::GET, R::Ws) => ws::upgrade(app, req, &q),
+        (method, route) => Err(ApiError::MethodNotAllowed {
+            method: method.to_string(),
+            allow: route.allow(),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(p: &str) -> Result<Route, ApiError> {
+        Route::parse(&segments(p).unwrap())
+    }
+
+    #[test]
+    fn routes_and_bad_ids() {
+        assert_eq!(parse("/api/processes/abc/stream").unwrap(), Route::Stream("abc".into()));
+        assert_eq!(parse("/api/processes/").unwrap(), Route::Processes);
+        assert!(matches!(parse("/api/processes/../x"), Err(ApiError::Store(_))));
+        assert!(matches!(parse("/api/processes/a%2Fb"), Err(ApiError::Store(_))));
+        assert!(matches!(parse("/api/processes/a%00b"), Err(ApiError::Store(_))));
+        assert!(matches!(
+            parse("/api/processes/abc/nope"),
+            Err(ApiError::NoRoute { .. })
+        ));
+        assert!(matches!(parse("/nope"), Err(ApiError::NoRoute { .. })));
+    }
+}

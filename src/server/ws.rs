@@ -1,0 +1,167 @@
+//! `GET /ws`: lifecycle events over a WebSocket (SPEC section 4). The
+//! handshake is answered here; the upgraded socket is served by a task of
+//! the server's `TaskTracker` (an upgraded connection leaves hyper's
+//! graceful-shutdown watch), which closes it at shutdown.
+
+use std::sync::Arc;
+
+use futures_util::{SinkExt, StreamExt};
+use http::header::{self, HeaderValue};
+use http::{HeaderMap, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
+use tokio::sync::broadcast::{self, error::RecvError};
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
+use tracing::Instrument;
+
+use super::App;
+use super::error::ApiError;
+use super::events::{wanted, workspace_filter};
+use super::response::{self, Resp};
+use super::url::Query;
+use crate::store::SeqEvent;
+
+/// Read buffer per socket: clients only send pings and closes, and
+/// tungstenite's default (128 KiB) adds up over thousands of sockets.
+pub const READ_BUFFER: usize = 4 * 1024;
+/// Largest message accepted from a client.
+pub const MAX_MESSAGE: usize = 64 * 1024;
+/// How long a closing socket waits for the client's close reply.
+pub const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    headers
+        .get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// Answers the handshake with 101 and serves the socket in a tracked task.
+pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp, ApiError> {
+    let filter = workspace_filter(q)?;
+    let h = req.headers();
+    let key = h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .map(|k| derive_accept_key(k.as_bytes()));
+    let (Some(accept), true, true) = (
+        key,
+        has_token(h, header::CONNECTION, "upgrade"),
+        has_token(h, header::UPGRADE, "websocket"),
+    ) else {
+        return Err(ApiError::bad_request(
+            "not_websocket",
+            "GET /ws expects a WebSocket handshake (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Key)",
+        ));
+    };
+    if h.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
+        return Err(ApiError::bad_request(
+            "not_websocket",
+            "Sec-WebSocket-Version must be 13",
+        ));
+    }
+    // Subscribed before the 101 goes out: nothing published after the
+    // client sees the handshake can be missed.
+    let rx = app.store.events().subscribe();
+    let task_app = app.clone();
+    let span = tracing::debug_span!("ws");
+    app.tracker.spawn(
+        async move {
+            match hyper::upgrade::on(req).await {
+                Ok(upgraded) => serve(task_app, upgraded, rx, filter).await,
+                Err(e) => tracing::debug!(%e, "WebSocket upgrade failed"),
+            }
+        }
+        .instrument(span),
+    );
+    let mut resp = Response::new(response::empty_body());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(
+        header::SEC_WEBSOCKET_ACCEPT,
+        HeaderValue::from_str(&accept).expect("base64 is header-safe"),
+    );
+    Ok(resp)
+}
+
+type Socket = WebSocketStream<TokioIo<Upgraded>>;
+
+async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Arc<SeqEvent>>, filter: Option<String>) {
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(MAX_MESSAGE))
+        .max_frame_size(Some(MAX_MESSAGE));
+    let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    tracing::debug!("WebSocket open");
+    loop {
+        tokio::select! {
+            _ = app.shutdown.cancelled() => {
+                close(&mut ws, CloseCode::Away, "server shutting down").await;
+                break;
+            }
+            // Pings are answered by tungstenite while it reads; a close
+            // from the client is answered likewise and then ends the stream.
+            msg = ws.next() => match msg {
+                None | Some(Err(_)) => break,
+                Some(Ok(_)) => {}
+            },
+            r = rx.recv() => {
+                let sent = match r {
+                    Ok(ev) => send_ready(&mut ws, &mut rx, &filter, ev).await,
+                    Err(RecvError::Lagged(_)) => ws.send(Message::text(RESET)).await,
+                    Err(RecvError::Closed) => break,
+                };
+                if sent.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+    tracing::debug!("WebSocket closed");
+}
+
+/// Sent when the socket fell behind the broadcast: the client re-lists.
+const RESET: &str = r#"{"type":"reset"}"#;
+
+/// Queues `first` and every event ready after it, then flushes once.
+async fn send_ready(
+    ws: &mut Socket,
+    rx: &mut broadcast::Receiver<Arc<SeqEvent>>,
+    filter: &Option<String>,
+    first: Arc<SeqEvent>,
+) -> Result<(), tokio_tungstenite::tungstenite::Error> {
+    let mut next = Some(first);
+    while let Some(ev) = next.take() {
+        if wanted(filter, &ev) {
+            ws.feed(Message::text(ev.json.clone())).await?;
+        }
+        next = match rx.try_recv() {
+            Ok(ev) => Some(ev),
+            Err(broadcast::error::TryRecvError::Lagged(_)) => {
+                ws.feed(Message::text(RESET)).await?;
+                None
+            }
+            Err(_) => None,
+        };
+    }
+    ws.flush().await
+}
+
+/// Sends a close frame and waits (briefly) for the client's reply.
+async fn close(ws: &mut Socket, code: CloseCode, reason: &str) {
+    let frame = CloseFrame {
+        code,
+        reason: reason.to_owned().into(),
+    };
+    let _ = ws.close(Some(frame)).await;
+    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
+    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+}
