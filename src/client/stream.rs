@@ -127,6 +127,18 @@ impl Resumable {
         Ok(resp.into_body())
     }
 
+    /// Opens the connection now (normally the first `next` does): when
+    /// this returns, the server has subscribed this stream.
+    async fn open_now(&mut self) -> Result<(), ClientError> {
+        if self.body.is_none() && !self.closed {
+            let body = self.connect().await?;
+            self.connected_once = true;
+            self.body = Some(body);
+            self.parser = SseParser::new();
+        }
+        Ok(())
+    }
+
     /// The next event, reconnecting as needed; None once closed.
     async fn next(&mut self) -> Option<Result<SseEvent, ClientError>> {
         loop {
@@ -276,30 +288,36 @@ impl Follower {
         Ok(())
     }
 
+    /// Resolves the start and prepares the stream (no request yet).
+    async fn prepare(&mut self) -> Result<(), ClientError> {
+        if self.conn.is_some() {
+            return Ok(());
+        }
+        if self.from.is_none() {
+            // "From now on", pinned to an offset, so that a reconnect
+            // before the first chunk still knows where to resume.
+            let p = self.client.get_process(&self.id).await?;
+            self.from = Some(p.output_bytes);
+            self.pos = Some(p.output_bytes);
+        }
+        self.open()
+    }
+
+    /// Connects now instead of at the first `next`: for `follow(id, None)`
+    /// this fixes "now", and output appended after it returns is delivered.
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        self.prepare().await?;
+        self.conn.as_mut().expect("prepared").open_now().await
+    }
+
     /// The next event; None after `Done` or after an error.
     pub async fn next(&mut self) -> Option<Result<FollowEvent, ClientError>> {
         if self.done {
             return None;
         }
-        if self.conn.is_none() {
-            if self.from.is_none() {
-                // "From now on", pinned to an offset, so that a reconnect
-                // before the first chunk still knows where to resume.
-                match self.client.get_process(&self.id).await {
-                    Ok(p) => {
-                        self.from = Some(p.output_bytes);
-                        self.pos = Some(p.output_bytes);
-                    }
-                    Err(e) => {
-                        self.done = true;
-                        return Some(Err(e));
-                    }
-                }
-            }
-            if let Err(e) = self.open() {
-                self.done = true;
-                return Some(Err(e));
-            }
+        if let Err(e) = self.prepare().await {
+            self.done = true;
+            return Some(Err(e));
         }
         let conn = self.conn.as_mut().expect("opened above");
         loop {
@@ -416,6 +434,12 @@ impl EventStream {
                 },
             }
         }
+    }
+
+    /// Connects now instead of at the first `next`: events that happen
+    /// after this returns are delivered.
+    pub async fn connect(&mut self) -> Result<(), ClientError> {
+        self.conn.open_now().await
     }
 
     /// The id a resume would send (`EPOCH-SEQ`).

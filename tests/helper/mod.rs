@@ -16,3 +16,5 @@ pub async fn temp_store_with(config: StoreConfig) -> (TempDir, Arc<FileProcessSt
     let store = FileProcessStore::open(dir.path(), config).await.expect("open store");
     (dir, store)
 }
+
+pub mod client;
