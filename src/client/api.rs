@@ -280,9 +280,11 @@ impl Client {
         self.inner.requests.fetch_add(1, Ordering::Relaxed);
         let resp = self.inner.http.request(req).await.map_err(|e| {
             if e.is_connect() {
+                let cause = error_chain(&e);
+                tracing::debug!(url = %self.inner.base, %cause, "cannot connect");
                 ClientError::Unreachable {
                     url: self.inner.base.clone(),
-                    source: Box::new(e),
+                    cause,
                 }
             } else {
                 ClientError::Transport {

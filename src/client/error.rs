@@ -9,12 +9,10 @@ use crate::model::Process;
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     /// Nothing answers at the server's address (refused, no route, DNS).
+    /// (`cause` is not part of the message: "connection refused" would
+    /// only repeat it; it is there for logs.)
     #[error("no server at {url}: start one with `prochub serve`")]
-    Unreachable {
-        url: String,
-        #[source]
-        source: Box<dyn std::error::Error + Send + Sync>,
-    },
+    Unreachable { url: String, cause: String },
     /// The server wants a token we did not send, or refused ours.
     #[error("{}", if *.token_sent { "401: this server refused the token (check --token or PROCHUB_TOKEN)" } else { "401: this server needs --token" })]
     Unauthorized { token_sent: bool },

@@ -2,4 +2,6 @@
 //! real server, the offline queue, workspace identity, and the CLI.
 
 mod api;
+mod cli;
+mod offline;
 mod runner;
