@@ -3,5 +3,6 @@
 
 mod api;
 mod cli;
+mod exec;
 mod offline;
 mod runner;
