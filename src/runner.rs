@@ -25,9 +25,9 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, broadcast, watch};
 
-use crate::model::{Process, ProcessPatch, Status, StreamKind};
+use crate::model::{EventKind, Process, ProcessPatch, Status, StreamKind};
 use crate::store::{FileProcessStore, ListQuery, MAX_LIMIT, StoreError};
 use crate::utf8::Utf8Decoder;
 
@@ -211,6 +211,11 @@ impl Runner {
         let exit = tokio::select! {
             status = child.wait() => status,
             _ = tracked.stop_requested.notified() => self.terminate(&id, &mut child).await,
+            _ = removed(&self.store, &id) => {
+                tracing::info!(id = %id, "record deleted while its command ran; stopping the command");
+                tracked.request_stop(StopReason::Deleted);
+                self.terminate(&id, &mut child).await
+            }
         };
         for mut pump in pumps {
             if tokio::time::timeout(PIPE_DRAIN, &mut pump).await.is_err() {
@@ -396,6 +401,31 @@ impl Runner {
     }
 }
 
+/// Resolves once the record `id` is deleted (a silent command would
+/// otherwise never notice: its pumps only find out at the next write).
+async fn removed(store: &Arc<FileProcessStore>, id: &str) {
+    let gone = || matches!(store.get_process(id), Err(StoreError::NotFound { .. }));
+    let mut rx = store.events().subscribe();
+    if gone() {
+        return;
+    }
+    loop {
+        match rx.recv().await {
+            Ok(ev) => {
+                if ev.event.kind == EventKind::ProcessRemoved && ev.event.process.as_ref().is_some_and(|p| p.id == id) {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Lagged(_)) => {
+                if gone() {
+                    return;
+                }
+            }
+            Err(broadcast::error::RecvError::Closed) => std::future::pending::<()>().await,
+        }
+    }
+}
+
 /// Builds and spawns the command; on failure, a message for the record.
 fn spawn(argv: &[String], cwd: Option<&str>, env: &BTreeMap<String, String>) -> Result<Child, String> {
     let program = &argv[0];
@@ -509,7 +539,6 @@ async fn append(store: &Arc<FileProcessStore>, id: &str, text: String, kind: Str
     match store.append_output(id, text, Some(kind)).await {
         Ok(_) => true,
         Err(StoreError::NotFound { .. }) => {
-            tracing::info!(id = %id, "record deleted while its command ran; stopping the command");
             tracked.request_stop(StopReason::Deleted);
             false
         }

@@ -315,9 +315,10 @@ async fn prune(a: PruneArgs) -> anyhow::Result<u8> {
 
 async fn events(a: EventsArgs) -> anyhow::Result<u8> {
     let client = connect(&a.client)?;
-    // Fail fast with the usual message when nothing listens.
-    client.health().await?;
     let mut stream = client.events(a.workspace.as_deref());
+    // Connect before waiting: fails fast with the usual message when
+    // nothing listens, and events from now on are not missed.
+    stream.connect().await?;
     loop {
         tokio::select! {
             ev = stream.next() => {

@@ -200,3 +200,38 @@ async fn ctrl_c_cancels_the_remote_command() {
     assert_eq!(all[0].status, Status::Cancelled);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn events_prints_one_json_line_per_event() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let mut cmd = prochub();
+    cmd.args(["events", "--server", &server.url])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    // The child subscribes at some point after spawning; nothing outside
+    // it can see when, so create processes until one is reported.
+    let mut line = None;
+    for i in 0..40 {
+        c.create_process(&prochub::model::NewProcess {
+            name: format!("p{i}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        if let Ok(l) = tokio::time::timeout(std::time::Duration::from_millis(250), lines.next_line()).await {
+            line = l.unwrap();
+            break;
+        }
+    }
+    let line = line.expect("an event line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["type"], "process-added");
+    assert!(v["process"]["name"].as_str().unwrap().starts_with('p'));
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    server.stop().await;
+}

@@ -230,3 +230,21 @@ async fn shutdown_terminates_and_records_running_commands() {
         .update_process(&late.id, ProcessPatch::status(Status::Cancelled))
         .await;
 }
+
+#[tokio::test]
+async fn deleting_the_record_stops_a_silent_command() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    store.delete_process(&p.id).await.unwrap();
+    // The command is stopped and forgotten well before its 30 s.
+    tokio::time::timeout(WAIT, async {
+        while runner.running() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the command stops");
+}
