@@ -472,9 +472,16 @@ impl Client {
         Ok(a.output_bytes)
     }
 
-    /// `GET /api/processes/:id/output` as text (invalid UTF-8 cannot occur:
-    /// the server stores text; a cut at a range edge becomes U+FFFD).
+    /// `GET /api/processes/:id/output` as text. The server stores text, but
+    /// a range edge may cut a character: its bytes become U+FFFD here (use
+    /// [`Client::read_output_bytes`] when offsets must stay exact).
     pub async fn read_output(&self, id: &str, range: OutputRange) -> Result<String, ClientError> {
+        let bytes = self.read_output_bytes(id, range).await?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    }
+
+    /// `GET /api/processes/:id/output`, the bytes as stored.
+    pub async fn read_output_bytes(&self, id: &str, range: OutputRange) -> Result<Bytes, ClientError> {
         let q = match range {
             OutputRange::All => String::new(),
             OutputRange::From(n) => format!("?offset={n}"),
@@ -482,7 +489,7 @@ impl Client {
         };
         let path = format!("{}/output{q}", Self::process_path(id)?);
         let (_, _, bytes) = self.call(Method::GET, &path, None).await?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
+        Ok(bytes)
     }
 
     /// `POST /api/processes/:id/cancel`; returns the final record.

@@ -130,8 +130,11 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
     tracing::debug!(id = %p.id, "command submitted");
     // From byte 0: the command may have printed before we connect.
     let follower = client.follow(&p.id, Some(0));
-    let status = stream_output(&client, follower, true).await?;
-    Ok(exit_code_of(status.as_ref()))
+    let outcome = stream_output(&client, follower, true).await?;
+    if outcome.interrupted {
+        return Ok(EXIT_INTERRUPTED);
+    }
+    Ok(exit_code_of(outcome.status.as_ref()))
 }
 
 /// The exit code `run` ends with: the command's own when it has one.
@@ -146,19 +149,28 @@ fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
     }
 }
 
+/// How a followed stream ended.
+struct Outcome {
+    /// The final status, if it arrived.
+    status: Option<StatusInfo>,
+    /// The user pressed Ctrl-C (twice for `run`) and we stopped waiting.
+    interrupted: bool,
+}
+
 /// Prints a follower's output (stderr chunks to stderr) until `done`.
 /// With `cancel_on_interrupt`, the first Ctrl-C cancels the remote process
-/// and keeps following to its end; a second one leaves at once.
-async fn stream_output(
-    client: &Client,
-    mut follower: Follower,
-    cancel_on_interrupt: bool,
-) -> anyhow::Result<Option<StatusInfo>> {
+/// and keeps following to its end; a second one leaves at once. Without
+/// it, Ctrl-C just stops following.
+async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interrupt: bool) -> anyhow::Result<Outcome> {
     let tty = output::stdout_is_terminal();
     let id = follower.id().to_owned();
+    // One SIGINT listener for the whole stream, so that no Ctrl-C falls
+    // between two loop iterations.
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
     let mut line = StatusLine::new(tty, format!("{id} running"));
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
-    let mut interrupted = false;
+    let mut cancelling = false;
     let mut status = None;
     loop {
         tokio::select! {
@@ -186,19 +198,12 @@ async fn stream_output(
                 }
             }
             _ = ticker.tick() => line.draw(),
-            _ = tokio::signal::ctrl_c() => {
+            _ = sigint.recv() => {
                 line.clear();
-                if !cancel_on_interrupt || interrupted {
-                    return Ok(status.or(Some(StatusInfo {
-                        status: Status::Cancelled,
-                        duration: None,
-                        duration_ms: None,
-                        result: serde_json::Value::Null,
-                        error: None,
-                        exit_code: Some(EXIT_INTERRUPTED.into()),
-                    })));
+                if !cancel_on_interrupt || cancelling {
+                    return Ok(Outcome { status, interrupted: true });
                 }
-                interrupted = true;
+                cancelling = true;
                 eprintln!("prochub: cancelling {id} (Ctrl-C again to stop waiting)");
                 line.set_label(format!("{id} cancelling"));
                 let client = client.clone();
@@ -212,7 +217,10 @@ async fn stream_output(
         }
     }
     line.clear();
-    Ok(status)
+    Ok(Outcome {
+        status,
+        interrupted: false,
+    })
 }
 
 fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<()> {
@@ -238,8 +246,8 @@ async fn context_start(client: &Client, id: &str) -> anyhow::Result<u64> {
     if end == 0 {
         return Ok(0);
     }
-    let text = client.read_output(id, OutputRange::From(start)).await?;
-    let known = &text.as_bytes()[..text.len().min((end - start) as usize)];
+    let bytes = client.read_output_bytes(id, OutputRange::From(start)).await?;
+    let known = &bytes[..bytes.len().min((end - start) as usize)];
     // Skip a trailing newline so "last N lines" counts complete lines.
     let body = known.strip_suffix(b"\n").unwrap_or(known);
     let newlines: Vec<usize> = body
@@ -267,8 +275,8 @@ async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
     } else {
         context_start(&client, &a.id).await?
     };
-    stream_output(&client, client.follow(&a.id, Some(from)), false).await?;
-    Ok(0)
+    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false).await?;
+    Ok(if outcome.interrupted { EXIT_INTERRUPTED } else { 0 })
 }
 
 async fn ls(a: LsArgs) -> anyhow::Result<u8> {
@@ -319,6 +327,8 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
     // Connect before waiting: fails fast with the usual message when
     // nothing listens, and events from now on are not missed.
     stream.connect().await?;
+    let mut sigint =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
     loop {
         tokio::select! {
             ev = stream.next() => {
@@ -329,7 +339,7 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
                 };
                 print(&format!("{line}\n"))?;
             }
-            _ = tokio::signal::ctrl_c() => return Ok(0),
+            _ = sigint.recv() => return Ok(0),
         }
     }
 }

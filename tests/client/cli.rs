@@ -235,3 +235,31 @@ async fn events_prints_one_json_line_per_event() {
     let _ = child.wait().await;
     server.stop().await;
 }
+
+#[tokio::test]
+async fn follow_starts_at_the_last_lines_like_tail() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&prochub::model::NewProcess {
+            name: "long".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // 40 KiB of 3-byte characters: the look-back window starts mid-character.
+    let lines: Vec<String> = (0..1000).map(|i| format!("{i:04} €€€€€€€€€€€€\n")).collect();
+    for chunk in lines.chunks(100) {
+        c.append_output(&p.id, &chunk.concat()).await.unwrap();
+    }
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let out = cli(&["follow", "--server", &server.url, &p.id]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), lines[990..].concat());
+    let out = cli(&["follow", "--server", &server.url, "--from-start", &p.id]).await;
+    assert_eq!(text(&out.stdout), lines.concat());
+    server.stop().await;
+}
