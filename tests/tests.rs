@@ -3,4 +3,5 @@
 
 mod client;
 mod helper;
+mod server;
 mod store;

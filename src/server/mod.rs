@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::{TcpListener, TcpStream};
@@ -53,6 +53,10 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
 /// How long a graceful shutdown waits for in-flight requests before it
 /// drops the remaining connections.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// A client must send a request's headers within this time (slow-loris
+/// connections would otherwise hold a connection slot forever).
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What the server needs to know besides its listener and store.
 #[derive(Clone)]
@@ -186,7 +190,7 @@ async fn accept_loop(listener: &TcpListener, app: &Arc<App>, graceful: &Graceful
                 conn.await;
                 drop(permit);
             }
-            .instrument(tracing::debug_span!("conn", %peer)),
+            .instrument(tracing::info_span!("conn", %peer)),
         );
     }
 }
@@ -203,7 +207,11 @@ fn serve_connection(
         let app = app.clone();
         async move { Ok::<_, std::convert::Infallible>(router::handle(app, req).await) }
     });
-    let builder = auto::Builder::new(TokioExecutor::new());
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let conn = builder
         .serve_connection_with_upgrades(TokioIo::new(stream), service)
         .into_owned();

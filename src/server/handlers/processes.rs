@@ -13,7 +13,7 @@ use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::{Query, encode_component};
 use crate::server::{App, body};
-use crate::store::{ListQuery, Retention};
+use crate::store::{ListQuery, Retention, StoreError};
 
 /// 201 + `Location`. With `command`, the runner starts it (403 unless the
 /// server allows exec); `cwd`/`env` only make sense with a command.
@@ -136,6 +136,14 @@ pub async fn delete(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
 /// other process is just marked cancelled. 409 when already finished.
 pub async fn cancel(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
     let current = app.store.get_process(id)?;
+    if current.status.is_terminal() {
+        return Err(StoreError::BadTransition {
+            id: id.to_owned(),
+            from: current.status,
+            to: Status::Cancelled,
+        }
+        .into());
+    }
     let p = if current.command.is_some() {
         app.runner.cancel(id).await?
     } else {

@@ -1,0 +1,229 @@
+//! Every error status of SPEC section 2, always as JSON `{error, code}`,
+//! and never a dropped connection.
+
+use serde_json::json;
+
+use crate::helper::http::{self, Method, call, create, get, post_json, raw};
+use crate::helper::server::TestServer;
+
+const JSON: (&str, &str) = ("content-type", "application/json");
+
+#[tokio::test]
+async fn bad_requests_are_400() {
+    let s = TestServer::start().await;
+    let a = s.addr;
+    let cases: &[(&str, &str)] = &[
+        ("{", "invalid_json"),
+        ("[1]", "invalid_field"),
+        (r#"{"nmae": "typo"}"#, "invalid_field"),
+        (r#"{"name": ""}"#, "invalid_field"),
+        (r#"{"name": "x", "status": "sleeping"}"#, "invalid_field"),
+        (r#"{"name": "x", "id": "../x"}"#, "invalid_id"),
+        (r#"{"name": "x", "cwd": "/tmp"}"#, "invalid_field"),
+    ];
+    for (body, code) in cases {
+        let r = call(a, Method::POST, "/api/processes", &[JSON], *body).await;
+        r.expect(400);
+        assert_eq!(r.json()["code"], *code, "body {body}");
+    }
+    for path in [
+        "/api/processes/..%2Fx",
+        "/api/processes/../x",
+        "/api/processes/a%2Fb",
+        "/api/processes/a%00b",
+        "/api/processes/a%zz",
+        "/api/workspaces/..",
+        "/api/processes/../x/stream",
+    ] {
+        let r = get(a, path).await;
+        r.expect(400);
+    }
+    let long = "a".repeat(65);
+    get(a, &format!("/api/processes/{long}")).await.expect(400);
+    get(a, "/api/processes?limit=0").await.expect(400);
+    get(a, "/api/processes?limit=x").await.expect(400);
+    get(a, "/api/processes?status=nope").await.expect(400);
+    get(a, "/api/processes?cursor=garbage").await.expect(400);
+    let p = create(a, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    get(a, &format!("/api/processes/{id}/output?offset=1&tail=1"))
+        .await
+        .expect(400);
+    get(a, &format!("/api/processes/{id}/stream?from=-1")).await.expect(400);
+    // Nothing stored was touched by any of it.
+    assert_eq!(s.store.process_count(), 1);
+}
+
+#[tokio::test]
+async fn unknown_routes_and_records_are_404_json() {
+    let s = TestServer::start().await;
+    for path in [
+        "/",
+        "/nope",
+        "/api",
+        "/api/nope",
+        "/api/processes/x/nope",
+        "/api/processes/missing",
+        "/api/workspaces/missing",
+    ] {
+        get(s.addr, path).await.expect(404);
+    }
+    get(s.addr, "/api/processes/missing/stream").await.expect(404);
+    get(s.addr, "/api/processes/missing/output").await.expect(404);
+    post_json(s.addr, "/api/processes/missing/output", &json!({"content": "x"}))
+        .await
+        .expect(404);
+}
+
+#[tokio::test]
+async fn wrong_methods_are_405_with_allow() {
+    let s = TestServer::start().await;
+    let r = call(s.addr, Method::PUT, "/api/processes", &[], "").await;
+    r.expect(405);
+    assert_eq!(r.header("allow"), Some("GET, POST, OPTIONS"));
+    let r = call(s.addr, Method::POST, "/api/processes/x", &[], "").await;
+    r.expect(405);
+    assert_eq!(r.header("allow"), Some("GET, PATCH, DELETE, OPTIONS"));
+    call(s.addr, Method::DELETE, "/healthz", &[], "").await.expect(405);
+}
+
+#[tokio::test]
+async fn conflicts_are_409() {
+    let s = TestServer::start().await;
+    let a = s.addr;
+    let q = create(a, json!({"name": "q", "status": "queued"})).await;
+    let id = q["id"].as_str().unwrap();
+    // Output only while running.
+    post_json(a, &format!("/api/processes/{id}/output"), &json!({"content": "x"}))
+        .await
+        .expect(409);
+    http::patch_json(a, &format!("/api/processes/{id}"), &json!({"status": "completed"}))
+        .await
+        .expect(409);
+    http::delete(a, "/api/workspaces/default").await.expect(409);
+}
+
+#[tokio::test]
+async fn bodies_over_the_limit_are_413_while_reading() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        max_body: 1024,
+        ..Default::default()
+    })
+    .await;
+    let big = format!(r#"{{"name": "{}"}}"#, "x".repeat(4096));
+    // Declared length over the limit.
+    call(s.addr, Method::POST, "/api/processes", &[JSON], big.clone())
+        .await
+        .expect(413);
+    // Chunked body (no length): refused once the limit is passed.
+    let mut req = String::from(
+        "POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+    );
+    for piece in big.as_bytes().chunks(500) {
+        req.push_str(&format!(
+            "{:x}\r\n{}\r\n",
+            piece.len(),
+            std::str::from_utf8(piece).unwrap()
+        ));
+    }
+    req.push_str("0\r\n\r\n");
+    let out = raw(s.addr, req.as_bytes()).await;
+    assert!(out.starts_with("HTTP/1.1 413"), "{out}");
+    assert!(out.contains(r#""code":"body_too_large""#), "{out}");
+    // A body of 2 MiB against the default limit: the client still sees 413.
+    let s2 = TestServer::start().await;
+    let huge = vec![b'a'; 2 << 20];
+    let r = call(
+        s2.addr,
+        Method::POST,
+        "/api/processes/x/output",
+        &[("content-type", "text/plain")],
+        huge,
+    )
+    .await;
+    r.expect(413);
+    assert_eq!(s.store.process_count(), 0);
+}
+
+#[tokio::test]
+async fn wrong_content_types_are_415() {
+    let s = TestServer::start().await;
+    let a = s.addr;
+    call(a, Method::POST, "/api/processes", &[], r#"{"name":"x"}"#)
+        .await
+        .expect(415);
+    call(
+        a,
+        Method::POST,
+        "/api/processes",
+        &[("content-type", "text/plain")],
+        r#"{"name":"x"}"#,
+    )
+    .await
+    .expect(415);
+    call(
+        a,
+        Method::POST,
+        "/api/processes",
+        &[("content-type", "application/x-www-form-urlencoded")],
+        "name=x",
+    )
+    .await
+    .expect(415);
+    let p = create(a, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    call(
+        a,
+        Method::POST,
+        &format!("/api/processes/{id}/output"),
+        &[("content-type", "image/png")],
+        "x",
+    )
+    .await
+    .expect(415);
+    call(
+        a,
+        Method::PATCH,
+        &format!("/api/processes/{id}"),
+        &[("content-type", "text/plain")],
+        "{}",
+    )
+    .await
+    .expect(415);
+    // Charset parameters are fine.
+    call(
+        a,
+        Method::POST,
+        "/api/processes",
+        &[("content-type", "application/json; charset=utf-8")],
+        r#"{"name":"y"}"#,
+    )
+    .await
+    .expect(201);
+}
+
+#[tokio::test]
+async fn commands_need_allow_exec() {
+    let s = TestServer::start().await;
+    let r = post_json(s.addr, "/api/processes", &json!({"name": "x", "command": ["true"]})).await;
+    r.expect(403);
+    assert_eq!(r.json()["code"], "exec_disabled");
+    assert_eq!(s.store.process_count(), 0);
+}
+
+#[tokio::test]
+async fn garbage_on_the_wire_gets_an_answer_not_a_hang() {
+    let s = TestServer::start().await;
+    let out = raw(
+        s.addr,
+        b"GET /api/processes/%00 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = raw(s.addr, b"POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n\x00\xff{").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    let out = raw(s.addr, b"NONSENSE\r\n\r\n").await;
+    assert!(out.starts_with("HTTP/1.1 400"), "{out}");
+    // The server is still fine.
+    get(s.addr, "/healthz").await.expect(200);
+}

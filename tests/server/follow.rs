@@ -1,0 +1,246 @@
+//! Following output over SSE (SPEC section 3).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::helper::http::{self, Method, append, complete, create, get};
+use crate::helper::server::TestServer;
+use crate::helper::sse::{SseReader, follow_all};
+
+#[tokio::test]
+async fn live_chunks_in_order_then_status_then_done_then_close() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    assert_eq!(r.status, 200);
+    assert_eq!(r.headers["content-type"], "text/event-stream");
+    assert_eq!(r.headers["cache-control"], "no-cache, no-store, no-transform");
+    assert_eq!(r.headers["x-accel-buffering"], "no");
+    assert!(r.headers.get("content-encoding").is_none());
+    let first = r.next().await.unwrap();
+    assert_eq!(first.retry.as_deref(), Some("2000"));
+    // The 200 means the follower is subscribed: nothing below can be missed.
+    for part in ["one\n", "two\n", "three\n"] {
+        append(s.addr, id, part).await;
+    }
+    complete(s.addr, id).await;
+    let events = r.rest().await;
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["chunk", "chunk", "chunk", "status", "done"]);
+    let ids: Vec<&str> = events[..3].iter().map(|e| e.id.as_deref().unwrap()).collect();
+    assert_eq!(ids, ["4", "8", "14"]);
+    assert_eq!(events[0].json(), json!({"content": "one\n"}));
+    assert_eq!(events[3].json()["status"], "completed");
+    assert!(events[3].json()["duration_ms"].is_u64());
+    assert_eq!(events[4].json(), json!({"process_id": id}));
+    assert!(r.raw.starts_with(b"retry: 2000\n\n"));
+    assert!(s.store.emitter_count() == 0);
+}
+
+#[tokio::test]
+async fn a_finished_process_gets_status_and_done_at_once() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    append(s.addr, id, "stored").await;
+    http::patch_json(
+        s.addr,
+        &format!("/api/processes/{id}"),
+        &json!({"status": "failed", "error": "boom"}),
+    )
+    .await
+    .expect(200);
+    let (content, events) = follow_all(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    assert_eq!(content, "");
+    assert_eq!(events.iter().map(|e| e.name()).collect::<Vec<_>>(), ["status", "done"]);
+    assert_eq!(events[0].json()["error"], "boom");
+    // With a replay: the output, then the end.
+    let (content, events) = follow_all(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
+    assert_eq!(content, "stored");
+    assert_eq!(events.last().unwrap().name(), "done");
+}
+
+#[tokio::test]
+async fn unknown_process_is_404_json_not_sse() {
+    let s = TestServer::start().await;
+    let r = get(s.addr, "/api/processes/nope/stream").await;
+    r.expect(404);
+    assert_eq!(r.header("content-type"), Some("application/json"));
+}
+
+#[tokio::test]
+async fn last_event_id_resumes_without_gap_or_duplicate_and_wins_over_from() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    append(s.addr, id, "aaa").await;
+    append(s.addr, id, "bbb").await;
+    let path = format!("/api/processes/{id}/stream?from=0");
+    let mut r = SseReader::open(s.addr, &path, &[]).await;
+    let mut got = String::new();
+    let mut last = String::new();
+    while got.len() < 6 {
+        let ev = r.next_named().await.unwrap();
+        assert_eq!(ev.name(), "chunk");
+        got.push_str(ev.json()["content"].as_str().unwrap());
+        last = ev.id.unwrap();
+    }
+    assert_eq!((got.as_str(), last.as_str()), ("aaabbb", "6"));
+    drop(r);
+    append(s.addr, id, "ccc").await;
+    // Reconnect as EventSource does: original URL, plus Last-Event-ID.
+    let mut r = SseReader::open(s.addr, &path, &[("last-event-id", &last)]).await;
+    let ev = r.next_named().await.unwrap();
+    assert_eq!(
+        (ev.json()["content"].as_str().unwrap(), ev.id.as_deref()),
+        ("ccc", Some("9"))
+    );
+    append(s.addr, id, "ddd").await;
+    complete(s.addr, id).await;
+    let rest = r.rest().await;
+    assert_eq!(rest[0].json()["content"], "ddd");
+    assert_eq!(rest[0].id.as_deref(), Some("12"));
+    assert_eq!(
+        rest.iter().map(|e| e.name()).collect::<Vec<_>>(),
+        ["chunk", "status", "done"]
+    );
+}
+
+#[tokio::test]
+async fn replay_while_output_keeps_coming_has_no_gap_or_duplicate() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let mut expected = String::new();
+    for i in 0..100 {
+        let piece = format!("line {i}\n");
+        append(s.addr, &id, &piece).await;
+        expected.push_str(&piece);
+    }
+    let writer = {
+        let (a, id) = (s.addr, id.clone());
+        tokio::spawn(async move {
+            let mut more = String::new();
+            for i in 100..300 {
+                let piece = format!("line {i}\n");
+                append(a, &id, &piece).await;
+                more.push_str(&piece);
+            }
+            complete(a, &id).await;
+            more
+        })
+    };
+    let (content, events) = follow_all(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
+    expected.push_str(&writer.await.unwrap());
+    assert_eq!(content, expected);
+    assert!(events.iter().all(|e| e.name() != "lagged"));
+    // Every id is the offset after its chunk.
+    let mut offset = 0;
+    for e in events.iter().filter(|e| e.name() == "chunk") {
+        offset += e.json()["content"].as_str().unwrap().len();
+        assert_eq!(e.id.as_deref(), Some(offset.to_string().as_str()));
+    }
+}
+
+#[tokio::test]
+async fn heartbeats_while_idle() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        heartbeat: Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    for _ in 0..2 {
+        let ev = r.next_named().await.unwrap();
+        assert_eq!(ev.name(), "heartbeat");
+        assert_eq!(ev.data.as_deref(), Some("{}"));
+    }
+    append(s.addr, id, "x").await;
+    loop {
+        let ev = r.next_named().await.unwrap();
+        if ev.name() == "chunk" {
+            break;
+        }
+        assert_eq!(ev.name(), "heartbeat");
+    }
+}
+
+#[tokio::test]
+async fn awkward_content_round_trips_exactly() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut live = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    let pieces = [
+        "plain\n",
+        "\n\n",
+        "carriage\rreturn\r\n",
+        "nul\0byte",
+        "data: not an event\n\nevent: done\ndata: {}\n\n",
+        "id: 999\r\n",
+        "emoji 😀👩‍💻 and é\u{2028}",
+        "",
+    ];
+    let mut expected = String::new();
+    for (i, piece) in pieces.iter().enumerate() {
+        if i % 2 == 0 {
+            append(s.addr, id, piece).await;
+        } else {
+            http::call(
+                s.addr,
+                Method::POST,
+                &format!("/api/processes/{id}/output"),
+                &[("content-type", "text/plain")],
+                piece.to_string(),
+            )
+            .await
+            .expect(202);
+        }
+        expected.push_str(piece);
+    }
+    // Invalid UTF-8 in a raw body becomes U+FFFD.
+    http::call(
+        s.addr,
+        Method::POST,
+        &format!("/api/processes/{id}/output"),
+        &[("content-type", "text/plain")],
+        b"bad \xff!".to_vec(),
+    )
+    .await
+    .expect(202);
+    expected.push_str("bad \u{FFFD}!");
+    complete(s.addr, id).await;
+    let live_content: String = live
+        .rest()
+        .await
+        .iter()
+        .filter(|e| e.name() == "chunk")
+        .map(|e| e.json()["content"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(live_content, expected);
+    let (replayed, _) = follow_all(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
+    assert_eq!(replayed, expected);
+    assert_eq!(
+        get(s.addr, &format!("/api/processes/{id}/output")).await.text(),
+        expected
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_running_process_ends_its_followers_with_cancelled() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    append(s.addr, id, "partial").await;
+    http::delete(s.addr, &format!("/api/processes/{id}")).await.expect(204);
+    let events = r.rest().await;
+    let names: Vec<&str> = events.iter().map(|e| e.name()).collect();
+    assert_eq!(names, ["chunk", "status", "done"]);
+    assert_eq!(events[1].json()["status"], "cancelled");
+    assert_eq!(s.store.emitter_count(), 0);
+}

@@ -1,0 +1,11 @@
+//! Server tests: a real server on 127.0.0.1:0 (in-process, or the real
+//! binary where a separate process matters), real HTTP, SSE and WebSocket
+//! clients.
+
+mod errors;
+mod events;
+mod follow;
+mod process;
+mod rest;
+mod security;
+mod shutdown;
