@@ -437,6 +437,9 @@ fn spawn(argv: &[String], cwd: Option<&str>, env: &BTreeMap<String, String>) -> 
         ));
     }
     let mut cmd = Command::new(program);
+    // The server's own token is not the command's business (a client that
+    // wants it there can pass it in `env`).
+    cmd.env_remove("PROCHUB_TOKEN");
     cmd.args(&argv[1..])
         .envs(env)
         .stdin(Stdio::null())

@@ -176,3 +176,29 @@ async fn graceful_shutdown_records_running_commands_and_a_crash_leaves_orphans_m
     assert_eq!(rec.output_bytes, 3, "its output so far is kept");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn commands_do_not_inherit_the_server_token() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_env(
+        data.path(),
+        "127.0.0.1:0",
+        &["--allow-exec"],
+        &[("PROCHUB_TOKEN", "hush")],
+    )
+    .await;
+    let c = Client::new(&server.url, Some("hush".into())).unwrap();
+    let p = c
+        .create_process(&NewProcess {
+            env: Some([("EXTRA".to_owned(), "yes".to_owned())].into()),
+            ..command(&["sh", "-c", "echo ${PROCHUB_TOKEN:-none} $EXTRA"])
+        })
+        .await
+        .unwrap();
+    wait_end(&c, &p.id).await;
+    assert_eq!(
+        c.read_output(&p.id, prochub::client::OutputRange::All).await.unwrap(),
+        "none yes\n"
+    );
+    server.stop().await;
+}

@@ -51,7 +51,13 @@ impl ServerProc {
 
     /// Serves `data` on `addr` with extra flags; returns once it listens.
     pub async fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Self {
+        Self::start_env(data, addr, extra, &[]).await
+    }
+
+    /// The same with extra environment variables for the server.
+    pub async fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = prochub();
+        cmd.envs(env.iter().copied());
         cmd.args(["serve", "--addr", addr, "--data"])
             .arg(data)
             .args(extra)
