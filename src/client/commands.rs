@@ -3,12 +3,12 @@
 //! travel up as `anyhow` to `main`, which prints them.
 
 use std::io::Write;
-use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
 use super::api::{Client, DEFAULT_URL, ListParams, OutputRange};
+use super::default_data_dir;
 use super::output::{self, StatusLine};
 use super::stream::{Event, FollowEvent, Follower};
 use crate::cli::{ClientArgs, Command, EventsArgs, FollowArgs, IdArgs, LsArgs, PruneArgs, RunArgs, SubmitArgs};
@@ -34,11 +34,6 @@ pub async fn run(cmd: Command) -> anyhow::Result<u8> {
         Command::Prune(a) => prune(a).await,
         Command::Events(a) => events(a).await,
     }
-}
-
-/// The default data folder: `$XDG_DATA_HOME/prochub` (`~/.local/share/prochub`).
-pub fn default_data_dir() -> PathBuf {
-    dirs::data_dir().unwrap_or_else(|| PathBuf::from(".")).join("prochub")
 }
 
 /// `DIR/server.json` as the server writes it.

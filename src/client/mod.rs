@@ -27,3 +27,12 @@ pub use error::ClientError;
 pub use queue::{OfflineQueue, QueuedOp};
 pub use stream::{Event, EventStream, FollowEvent, Follower, ReconnectPolicy};
 pub use workspace::{Delivery, FlushReport, WorkspaceClient, WorkspaceIdentity};
+
+/// The default data folder: `$XDG_DATA_HOME/prochub` (normally
+/// `~/.local/share/prochub`), where `server.json` names the running server
+/// and editor extensions keep their offline queues.
+pub fn default_data_dir() -> std::path::PathBuf {
+    dirs::data_dir()
+        .unwrap_or_else(|| std::path::PathBuf::from("."))
+        .join("prochub")
+}

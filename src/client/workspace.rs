@@ -87,7 +87,7 @@ impl WorkspaceIdentity {
     /// Where this workspace's offline queue lives by default:
     /// `DATA/queue/<id>.jsonl` under the user's data folder.
     pub fn default_queue_path(&self) -> PathBuf {
-        super::commands::default_data_dir()
+        super::default_data_dir()
             .join("queue")
             .join(format!("{}.jsonl", self.id))
     }
