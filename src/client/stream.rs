@@ -17,7 +17,7 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use serde::Deserialize;
 
-use super::api::{Client, api_error, error_chain, query};
+use super::api::{Client, REQUEST_TIMEOUT, api_error, error_chain, query};
 use super::error::ClientError;
 use super::sse::{SseEvent, SseParser};
 use crate::model::{LifecycleEvent, StatusInfo, StreamKind};
@@ -94,7 +94,20 @@ impl Resumable {
         exp.min(cap)
     }
 
+    /// Opens the stream: the response head, bounded by the request timeout
+    /// (the body then streams for as long as it lasts).
     async fn connect(&mut self) -> Result<Incoming, ClientError> {
+        tokio::time::timeout(REQUEST_TIMEOUT, self.connect_unbounded())
+            .await
+            .unwrap_or_else(|_| {
+                Err(ClientError::Timeout {
+                    url: self.client.base_url().to_owned(),
+                    secs: REQUEST_TIMEOUT.as_secs(),
+                })
+            })
+    }
+
+    async fn connect_unbounded(&mut self) -> Result<Incoming, ClientError> {
         let mut headers = vec![(header::ACCEPT, "text/event-stream".to_owned())];
         if let Some(id) = &self.last_id {
             headers.push((header::HeaderName::from_static("last-event-id"), id.clone()));
@@ -132,11 +145,17 @@ impl Resumable {
     async fn open_now(&mut self) -> Result<(), ClientError> {
         if self.body.is_none() && !self.closed {
             let body = self.connect().await?;
-            self.connected_once = true;
-            self.body = Some(body);
-            self.parser = SseParser::new();
+            self.attach(body);
         }
         Ok(())
+    }
+
+    fn attach(&mut self, body: Incoming) {
+        self.connected_once = true;
+        self.body = Some(body);
+        // A fresh parser: a half-received event of the old connection is
+        // resent by the server, which resumes after the last complete id.
+        self.parser = SseParser::new();
     }
 
     /// The next event, reconnecting as needed; None once closed.
@@ -156,13 +175,7 @@ impl Resumable {
                     tokio::time::sleep(self.delay()).await;
                 }
                 match self.connect().await {
-                    Ok(body) => {
-                        self.connected_once = true;
-                        self.body = Some(body);
-                        // A fresh parser: a half-received event of the old
-                        // connection is resent by the server after the id.
-                        self.parser = SseParser::new();
-                    }
+                    Ok(body) => self.attach(body),
                     Err(e) if self.connected_once && e.is_retryable() => {
                         self.failures += 1;
                         if self.failures >= self.client.policy().max_attempts {

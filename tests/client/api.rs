@@ -387,3 +387,71 @@ async fn lifecycle_events_arrive() {
     assert!(events.last_event_id().is_some());
     server.stop().await;
 }
+
+/// A fake server whose first stream goes silent (no heartbeat, no close):
+/// the follower must give up on it after the idle timeout and resume with
+/// `Last-Event-ID` on a new connection.
+#[tokio::test]
+async fn a_silent_stream_is_dropped_after_the_idle_timeout_and_resumed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        let mut conns = Vec::new();
+        for n in 0.. {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                let k = sock.read(&mut buf).await.unwrap();
+                if k == 0 {
+                    break;
+                }
+                head.extend_from_slice(&buf[..k]);
+            }
+            let head = String::from_utf8_lossy(&head).to_lowercase();
+            let last = head
+                .lines()
+                .find_map(|l| l.strip_prefix("last-event-id: "))
+                .unwrap_or("-")
+                .to_owned();
+            seen_tx.send(last).unwrap();
+            let body = if n == 0 {
+                "retry: 50\n\nid: 3\nevent: chunk\ndata: {\"content\":\"abc\"}\n\n"
+            } else {
+                "id: 5\nevent: chunk\ndata: {\"content\":\"de\"}\n\nevent: status\ndata: {\"status\":\"completed\",\"duration\":null,\"duration_ms\":null,\"result\":null,\"error\":null,\"exit_code\":0}\n\nevent: done\ndata: {}\n\n"
+            };
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n",
+                body.len()
+            );
+            sock.write_all(resp.as_bytes()).await.unwrap();
+            if n > 0 {
+                sock.write_all(b"0\r\n\r\n").await.unwrap();
+            }
+            conns.push(sock); // keep the first one open and silent
+        }
+    });
+    let c = Client::new(&addr.to_string(), None)
+        .unwrap()
+        .with_policy(ReconnectPolicy {
+            idle_timeout: Duration::from_millis(300),
+            ..Default::default()
+        });
+    let (text, status) = collect(c.follow("p1", Some(0))).await;
+    assert_eq!(text, "abcde");
+    assert_eq!(status, Some(Status::Completed));
+    assert_eq!(
+        seen_rx.recv().await.unwrap(),
+        "-",
+        "the first request has no Last-Event-ID"
+    );
+    assert_eq!(
+        seen_rx.recv().await.unwrap(),
+        "3",
+        "the reconnect resumes after the last id"
+    );
+}
