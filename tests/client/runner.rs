@@ -248,3 +248,16 @@ async fn deleting_the_record_stops_a_silent_command() {
     .await
     .expect("the command stops");
 }
+
+#[tokio::test]
+async fn a_lot_of_output_arrives_complete_and_in_order() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (_p, follow) = run(&store, &runner, &["seq", "1", "200000"]).await;
+    let (chunks, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Completed);
+    let out: String = chunks.into_iter().map(|(_, c)| c).collect();
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out.len(), want.len());
+    assert!(out == want, "the output differs");
+}
