@@ -1,7 +1,7 @@
 //! Streams that survive a dropped connection: [`Follower`] (a process's
 //! output, SPEC section 3) and [`EventStream`] (lifecycle events, section 4).
 //!
-//! Both sit on [`Resumable`], which opens an SSE request, parses it with
+//! Both sit on `Resumable`, which opens an SSE request, parses it with
 //! [`SseParser`], and when the connection drops (reset, server restart, a
 //! stream that ends without its final event, silence longer than the idle
 //! timeout) opens a new one carrying `Last-Event-ID`, after a bounded
