@@ -242,9 +242,11 @@ struct State {
 pub struct WorkspaceClient {
     client: Client,
     identity: WorkspaceIdentity,
-    /// The queue file. std Mutex, taken only inside `spawn_blocking` while
-    /// the file is rewritten (or briefly to read its length), never across
-    /// an `.await`.
+    /// The queue file. std Mutex, held by a `spawn_blocking` task while it
+    /// locks, reads and rewrites the file, and on the async side only to
+    /// copy the in-memory entries; never across an `.await`. The async side
+    /// cannot wait long: every blocking task is awaited under `state`
+    /// before the next operation starts.
     queue: Arc<Mutex<OfflineQueue>>,
     /// Serialises submit/update/remove/flush so requests keep the order in
     /// which they were made. tokio Mutex: held across the HTTP request.
@@ -291,7 +293,8 @@ impl WorkspaceClient {
         self.state.lock().await.offline
     }
 
-    /// The queued requests, in order.
+    /// The queued requests, in order (as of this client's last queue
+    /// operation).
     pub fn queued(&self) -> Vec<QueuedOp> {
         self.lock_queue().entries().iter().map(|e| e.op.clone()).collect()
     }
@@ -365,18 +368,20 @@ impl WorkspaceClient {
         Ok(Delivery::Queued)
     }
 
-    async fn enqueue(&self, op: QueuedOp) -> Result<u64, ClientError> {
+    /// Runs `f` on the queue on the blocking pool (it locks, reads and
+    /// rewrites the file).
+    async fn with_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut OfflineQueue) -> Result<T, ClientError> + Send + 'static,
+    ) -> Result<T, ClientError> {
         let queue = self.queue.clone();
-        tokio::task::spawn_blocking(move || queue.lock().unwrap_or_else(|e| e.into_inner()).push(op))
+        tokio::task::spawn_blocking(move || f(&mut queue.lock().unwrap_or_else(|e| e.into_inner())))
             .await
             .map_err(|e| ClientError::Invalid(format!("queue task failed: {e}")))?
     }
 
-    async fn dequeue(&self, seq: u64) -> Result<(), ClientError> {
-        let queue = self.queue.clone();
-        tokio::task::spawn_blocking(move || queue.lock().unwrap_or_else(|e| e.into_inner()).remove(seq))
-            .await
-            .map_err(|e| ClientError::Invalid(format!("queue task failed: {e}")))?
+    async fn enqueue(&self, op: QueuedOp) -> Result<u64, ClientError> {
+        self.with_queue(move |q| q.push(op)).await
     }
 
     /// One request, with the workspace registered first if needed.
@@ -415,7 +420,9 @@ impl WorkspaceClient {
         // A new server may not know the workspace yet.
         st.registered = false;
         loop {
-            let Some(entry) = self.lock_queue().front().cloned() else {
+            // Re-read: another window on this workspace may have changed it.
+            let front = self.with_queue(|q| q.reload().map(|()| q.front().cloned())).await?;
+            let Some(entry) = front else {
                 break;
             };
             match self.send(&mut st, &entry.op).await {
@@ -435,7 +442,7 @@ impl WorkspaceClient {
                     report.rejected.push((entry.op.clone(), e));
                 }
             }
-            self.dequeue(entry.seq).await?;
+            self.with_queue(move |q| q.remove(entry.seq)).await?;
         }
         st.offline = false;
         Ok(report)
