@@ -170,14 +170,19 @@ async fn a_flush_interrupted_and_repeated_creates_no_duplicates() {
         let flush = wc.flush();
         tokio::pin!(flush);
         let target = online.requests_attempted() + 6;
-        loop {
-            tokio::select! {
-                r = &mut flush => panic!("the flush was meant to be interrupted, it finished: {r:?}"),
-                _ = tokio::task::yield_now() => {
-                    if online.requests_attempted() >= target { break; }
+        let interrupt = async {
+            loop {
+                tokio::select! {
+                    r = &mut flush => panic!("the flush was meant to be interrupted, it finished: {r:?}"),
+                    _ = tokio::task::yield_now() => {
+                        if online.requests_attempted() >= target { break; }
+                    }
                 }
             }
-        }
+        };
+        tokio::time::timeout(WAIT, interrupt)
+            .await
+            .expect("the flush makes progress");
     }
     let left = wc.queued().len();
     assert!(left > 0 && left < entries.len(), "interrupted half-way ({left} left)");
