@@ -166,7 +166,20 @@ impl Runner {
         match spawned {
             Ok(child) => {
                 let tracked = Arc::new(Tracked::new());
-                self.children().insert(id.clone(), tracked.clone());
+                {
+                    // Checked again under the lock `shutdown` takes to
+                    // collect the children: a command is either collected
+                    // (and terminated) by it, or refused here.
+                    let mut children = self.children();
+                    if self.shutting_down.load(Ordering::SeqCst) {
+                        drop(children);
+                        if let Some(pid) = child.id() {
+                            signal_group(pid, libc::SIGKILL);
+                        }
+                        return Err(RunnerError::Unavailable);
+                    }
+                    children.insert(id.clone(), tracked.clone());
+                }
                 tracing::info!(id = %id, pid = child.id(), command = ?argv, "command started");
                 tokio::spawn(async move { runner.supervise(id, child, tracked).await });
             }
@@ -384,8 +397,11 @@ impl Runner {
     /// Graceful shutdown: terminate every running command and record it.
     /// Bounded by the grace period plus the pipe drain.
     pub async fn shutdown(self: &Arc<Self>) {
-        self.shutting_down.store(true, Ordering::SeqCst);
-        let tracked: Vec<Arc<Tracked>> = self.children().values().cloned().collect();
+        let tracked: Vec<Arc<Tracked>> = {
+            let children = self.children();
+            self.shutting_down.store(true, Ordering::SeqCst);
+            children.values().cloned().collect()
+        };
         if tracked.is_empty() {
             return;
         }
