@@ -31,6 +31,9 @@ pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, Events, Resume, SeqEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
 pub use output::{Chunk, EMITTER_CAPACITY, Follow, FollowEvent, MAX_CHUNK};
+// `read_output` and `append_output` take and return these: without the
+// re-export no caller outside the store could name them.
+pub use process::{AppendResult, OutputRange};
 pub use retention::Retention;
 
 use crate::model::{DEFAULT_WORKSPACE, Process, Timestamp, Workspace};

@@ -1,3 +1,4 @@
 //! Store tests: FileProcessStore on real temporary folders.
 
 mod basics;
+mod records;
