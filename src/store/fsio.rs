@@ -188,7 +188,11 @@ fn describe_owner(dir: &Path, lock: &mut File) -> String {
 /// What the start-up scan found in one record folder.
 pub struct Scan<T> {
     pub records: Vec<T>,
+    /// Where each quarantined file went.
     pub quarantined: Vec<PathBuf>,
+    /// File stems of the quarantined files (the ids they claimed), so their
+    /// output logs can follow them instead of being taken for orphans.
+    pub quarantined_stems: Vec<String>,
     pub temp_removed: usize,
 }
 
@@ -244,12 +248,17 @@ where
         }
     }
     let mut quarantined = Vec::new();
+    let mut quarantined_stems = Vec::new();
     for (path, why) in bad {
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            quarantined_stems.push(stem.to_owned());
+        }
         quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
     }
     Ok(Scan {
         records,
         quarantined,
+        quarantined_stems,
         temp_removed,
     })
 }
@@ -265,7 +274,7 @@ fn read_record<T: DeserializeOwned>(path: &Path, id_of: fn(&T) -> &str) -> Resul
 }
 
 /// Moves `path` into `quarantine/`, never overwriting an earlier file there.
-fn move_to_quarantine(path: &Path, quarantine: &Path, why: &str) -> Result<PathBuf> {
+pub fn move_to_quarantine(path: &Path, quarantine: &Path, why: &str) -> Result<PathBuf> {
     fs::create_dir_all(quarantine).map_err(StoreError::io("create folder", quarantine))?;
     let name = path
         .file_name()

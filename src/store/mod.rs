@@ -164,10 +164,18 @@ impl FileProcessStore {
             });
             index.insert(&p, entry);
         }
+        let set_aside: HashSet<&str> = proc_scan.quarantined_stems.iter().map(String::as_str).collect();
         for id in logs.keys().filter(|id| !index.by_id.contains_key(*id)) {
+            let path = output_dir.join(format!("{id}.log"));
+            if set_aside.contains(id.as_str()) {
+                // Its record was quarantined, not deleted: the output is
+                // part of the evidence and goes with it.
+                let to = fsio::move_to_quarantine(&path, &quarantine, "output of a quarantined record")?;
+                report.quarantined.push(to);
+                continue;
+            }
             // The log of a record that was deleted (crash between removing
             // the record and its log): nothing refers to it any more.
-            let path = output_dir.join(format!("{id}.log"));
             fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
             report.orphan_logs_removed += 1;
         }

@@ -1,4 +1,6 @@
 //! Store tests: FileProcessStore on real temporary folders.
 
 mod basics;
+mod follow;
 mod records;
+mod recovery;
