@@ -82,7 +82,10 @@ pub enum FollowEvent {
 /// write at most and never across an `.await`.
 pub(crate) struct OutputState {
     path: PathBuf,
-    file: Option<File>,
+    /// The open log. Arc so that an fsync can run on a clone of the handle
+    /// without holding this lock (an fsync can take many milliseconds, and
+    /// `list`/`get` take this lock to read `stored`).
+    file: Option<Arc<File>>,
     /// Bytes in the log (acknowledged, readable).
     pub stored: u64,
     /// Bytes emitted in all (>= stored once the cap is hit).
@@ -155,9 +158,9 @@ impl Output {
                     .append(true)
                     .open(&path)
                     .map_err(StoreError::io("open output log", &path))?;
-                st.file = Some(f);
+                st.file = Some(Arc::new(f));
             }
-            let file = st.file.as_mut().expect("opened just above");
+            let mut file: &File = st.file.as_deref().expect("opened just above");
             file.write_all(content.as_bytes())
                 .map_err(StoreError::io("append to", &path))?;
             st.stored += len;
@@ -196,9 +199,15 @@ impl Output {
 
     /// fsyncs the log (blocking), so a finished process's output is durable.
     pub fn sync(&self) -> Result<()> {
-        let st = self.lock();
-        if let Some(f) = &st.file {
-            f.sync_data().map_err(StoreError::io("fsync", &st.path))?;
+        // Regression: this used to fsync while holding the state lock, so
+        // every `get`/`list` touching this process (and every append and
+        // subscribe) stalled for the whole fsync, on the async executor.
+        let (file, path) = {
+            let st = self.lock();
+            (st.file.clone(), st.path.clone())
+        };
+        if let Some(f) = file {
+            f.sync_data().map_err(StoreError::io("fsync", &path))?;
         }
         Ok(())
     }

@@ -4,3 +4,4 @@ mod basics;
 mod follow;
 mod records;
 mod recovery;
+mod retention;
