@@ -1,6 +1,7 @@
 //! Store tests: FileProcessStore on real temporary folders.
 
 mod basics;
+mod crash;
 mod follow;
 mod records;
 mod recovery;
