@@ -6,3 +6,4 @@ mod follow;
 mod records;
 mod recovery;
 mod retention;
+mod sample;
