@@ -185,9 +185,20 @@ fn describe_owner(dir: &Path, lock: &mut File) -> String {
     owner
 }
 
+/// Records per batch of a start-up scan.
+pub const SCAN_BATCH: usize = 4096;
+
+impl<T> Scan<T> {
+    /// Number of records loaded.
+    pub fn len(&self) -> usize {
+        self.records.iter().map(Vec::len).sum()
+    }
+}
+
 /// What the start-up scan found in one record folder.
 pub struct Scan<T> {
-    pub records: Vec<T>,
+    /// The records, in batches (see [`SCAN_BATCH`]).
+    pub records: Vec<Vec<T>>,
     /// Where each quarantined file went.
     pub quarantined: Vec<PathBuf>,
     /// File stems of the quarantined files (the ids they claimed), so their
@@ -205,48 +216,61 @@ pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str) -> Resu
 where
     T: DeserializeOwned + Send,
 {
-    let mut paths = Vec::new();
+    // File names only (not full paths): at 100,000 records every byte per
+    // record counts towards the peak memory of an open.
+    let mut names = Vec::new();
     let mut temp_removed = 0;
     let mut bad = Vec::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let path = entry.path();
-        if name.starts_with(TEMP_PREFIX) {
+        let text = name.to_string_lossy();
+        if text.starts_with(TEMP_PREFIX) {
+            let path = entry.path();
             fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
             temp_removed += 1;
-        } else if name.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
-            paths.push(path);
+        } else if text.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
+            names.push(name);
         } else {
-            bad.push((path, "file name is not <id>.json".to_string()));
+            bad.push((entry.path(), "file name is not <id>.json".to_string()));
         }
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-    let per = paths.len().div_ceil(threads).max(1);
-    let parsed: Vec<(PathBuf, Result<T, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
+    let per = names.len().div_ceil(threads).max(1);
+    // Each thread returns its records in batches of SCAN_BATCH, so the
+    // caller can move them into the index batch by batch and free each
+    // batch as it goes, instead of holding every record twice.
+    let mut records = Vec::new();
+    std::thread::scope(|s| {
+        let handles: Vec<_> = names
             .chunks(per)
             .map(|part| {
                 s.spawn(move || {
-                    part.iter()
-                        .map(|p| (p.clone(), read_record::<T>(p, id_of)))
-                        .collect::<Vec<_>>()
+                    let mut batches: Vec<Vec<T>> = Vec::new();
+                    let mut bad = Vec::new();
+                    let mut buf = Vec::with_capacity(64 * 1024);
+                    for slice in part.chunks(SCAN_BATCH) {
+                        let mut batch = Vec::with_capacity(slice.len());
+                        for name in slice {
+                            let path = dir.join(name);
+                            match read_record::<T>(&path, &mut buf, id_of) {
+                                Ok(r) => batch.push(r),
+                                Err(why) => bad.push((path, why)),
+                            }
+                        }
+                        batches.push(batch);
+                    }
+                    (batches, bad)
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("record parser threads do not panic"))
-            .collect()
-    });
-    let mut records = Vec::with_capacity(parsed.len());
-    for (path, res) in parsed {
-        match res {
-            Ok(r) => records.push(r),
-            Err(why) => bad.push((path, why)),
+        for h in handles {
+            let (batches, mut b) = h.join().expect("record parser threads do not panic");
+            records.extend(batches);
+            bad.append(&mut b);
         }
-    }
+    });
+    drop(names);
     let mut quarantined = Vec::new();
     let mut quarantined_stems = Vec::new();
     for (path, why) in bad {
@@ -263,9 +287,17 @@ where
     })
 }
 
-fn read_record<T: DeserializeOwned>(path: &Path, id_of: fn(&T) -> &str) -> Result<T, String> {
-    let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+/// Reads and parses one record into `buf` (reused across records: no
+/// allocation and no `statx` per file, unlike `fs::read`).
+fn read_record<T: DeserializeOwned>(path: &Path, buf: &mut Vec<u8>, id_of: fn(&T) -> &str) -> Result<T, String> {
+    buf.clear();
+    File::open(path)
+        // Through `take`: File's own read_to_end first asks for the size
+        // and position (statx + lseek per file) to size a buffer we already
+        // have.
+        .and_then(|f| f.take(u64::MAX).read_to_end(buf))
+        .map_err(|e| format!("unreadable: {e}"))?;
+    let record: T = serde_json::from_slice(buf).map_err(|e| format!("invalid JSON: {e}"))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if id_of(&record) != stem {
         return Err(format!("record id {:?} does not match its file name", id_of(&record)));

@@ -68,8 +68,14 @@ pub struct Page {
 
 impl Index {
     pub fn insert(&mut self, p: &Process, entry: Arc<Entry>) {
-        self.order.insert((p.created_at, p.id.clone()));
-        self.by_id.insert(p.id.clone(), entry);
+        self.insert_key(p.created_at, p.id.clone(), entry);
+    }
+
+    /// [`Index::insert`] for a caller that has moved the record into the
+    /// entry already (open: no clone of each record).
+    pub fn insert_key(&mut self, created_at: Timestamp, id: String, entry: Arc<Entry>) {
+        self.order.insert((created_at, id.clone()));
+        self.by_id.insert(id, entry);
     }
 
     pub fn remove(&mut self, p: &Process) {

@@ -93,8 +93,16 @@ pub(crate) struct OutputState {
     pub truncated: bool,
     /// Appends are accepted only while the process is running.
     pub accepting: bool,
-    /// Set once the process is finished (or deleted): followers that arrive
-    /// later replay and end instead of subscribing.
+    /// The process's status as far as output is concerned (what a refused
+    /// append reports); terminal once the process is finished or deleted,
+    /// after which followers that arrive replay and end instead of
+    /// subscribing.
+    pub status: Status,
+    /// The final status event of a process that finished (or was deleted)
+    /// while this store was open, for followers attached at that moment.
+    /// Not kept for processes already finished at open: their followers get
+    /// it from the record at subscribe time (keeping a copy of every
+    /// finished record's `result` here cost ~0.6 KiB per record at open).
     pub final_status: Option<StatusInfo>,
     emitter: Option<broadcast::Sender<Arc<Chunk>>>,
 }
@@ -115,8 +123,7 @@ pub(crate) struct Appended {
 }
 
 impl Output {
-    pub fn new(path: PathBuf, stored: u64, status: &StatusInfo, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
-        let finished = status.status.is_terminal();
+    pub fn new(path: PathBuf, stored: u64, status: Status, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
         Output {
             state: Mutex::new(OutputState {
                 path,
@@ -124,8 +131,9 @@ impl Output {
                 stored,
                 total: stored,
                 truncated,
-                accepting: status.status == Status::Running,
-                final_status: finished.then(|| status.clone()),
+                accepting: status == Status::Running,
+                status,
+                final_status: None,
                 emitter: None,
             }),
             emitters,
@@ -142,10 +150,9 @@ impl Output {
     pub fn append(&self, id: &str, content: &str, stream: Option<StreamKind>, max_output: u64) -> Result<Appended> {
         let mut st = self.lock();
         if !st.accepting {
-            let status = st.final_status.as_ref().map_or(Status::Queued, |s| s.status);
             return Err(StoreError::NotRunning {
                 id: id.to_owned(),
-                status,
+                status: st.status,
             });
         }
         let mut newly_truncated = false;
@@ -184,17 +191,21 @@ impl Output {
     }
 
     /// Stops accepting appends; returns the stored length. First step of
-    /// completing a process.
-    pub fn close_for_appends(&self) -> u64 {
+    /// moving a process to `to` (terminal), which refused appends report
+    /// from now on (regression: they used to say "queued" in this window).
+    pub fn close_for_appends(&self, to: Status) -> u64 {
         let mut st = self.lock();
         st.accepting = false;
+        st.status = to;
         st.stored
     }
 
     /// Re-opens for appends (the completion's record write failed, or the
     /// process moved queued → running).
     pub fn reopen_for_appends(&self) {
-        self.lock().accepting = true;
+        let mut st = self.lock();
+        st.accepting = true;
+        st.status = Status::Running;
     }
 
     /// fsyncs the log (blocking), so a finished process's output is durable.
@@ -218,6 +229,7 @@ impl Output {
     pub fn finish(&self, status: StatusInfo) {
         let mut st = self.lock();
         st.accepting = false;
+        st.status = status.status;
         st.final_status = Some(status);
         st.file = None;
         if st.emitter.take().is_some() {
@@ -225,10 +237,12 @@ impl Output {
         }
     }
 
-    /// Starts following at byte `from` (None: from now on).
-    pub fn subscribe(self: &Arc<Self>, from: Option<u64>) -> Follow {
+    /// Starts following at byte `from` (None: from now on). `current` is the
+    /// record's status event now, used if the process is already finished.
+    pub fn subscribe(self: &Arc<Self>, from: Option<u64>, current: StatusInfo) -> Follow {
         let mut st = self.lock();
-        let rx = if st.final_status.is_some() {
+        let finished = st.status.is_terminal();
+        let rx = if finished {
             None
         } else {
             let tx = st.emitter.get_or_insert_with(|| {
@@ -247,6 +261,14 @@ impl Output {
             held: None,
             rx,
             done: false,
+            final_status: finished.then(|| {
+                if current.status.is_terminal() {
+                    current
+                } else {
+                    // Deleted while running: the record never became terminal.
+                    st.final_status.clone().unwrap_or(current)
+                }
+            }),
         };
         drop(st);
         follow
@@ -363,6 +385,8 @@ pub struct Follow {
     held: Option<Arc<Chunk>>,
     rx: Option<broadcast::Receiver<Arc<Chunk>>>,
     done: bool,
+    /// The status to end with, when the process was finished at subscribe.
+    final_status: Option<StatusInfo>,
 }
 
 impl Follow {
@@ -517,7 +541,10 @@ impl Follow {
 
     fn finish(&mut self) -> Option<FollowEvent> {
         self.done = true;
-        let status = self.output.lock().final_status.clone()?;
+        let status = match self.final_status.take() {
+            Some(s) => s,
+            None => self.output.lock().final_status.clone()?,
+        };
         Some(FollowEvent::Status(status))
     }
 

@@ -150,7 +150,7 @@ impl FileProcessStore {
         let store = self.clone();
         Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.proc_sync)).await?;
 
-        let out = Output::new(self.log_path(&id), 0, &p.status_info(), false, self.emitters.clone());
+        let out = Output::new(self.log_path(&id), 0, p.status, false, self.emitters.clone());
         let entry = Arc::new(Entry {
             write: tokio::sync::Mutex::new(()),
             record: Mutex::new(p.clone()),
@@ -280,7 +280,7 @@ impl FileProcessStore {
         stamp_transition(&mut next, to, now);
         next.updated_at = now;
         if finishing {
-            next.output_bytes = entry.output.close_for_appends();
+            next.output_bytes = entry.output.close_for_appends(to);
             let out = entry.output.clone();
             Self::blocking(move || out.sync()).await?;
         }
@@ -323,7 +323,7 @@ impl FileProcessStore {
         let _write = entry.write.lock().await;
         self.still_indexed(id, &entry)?;
         let mut p = entry.record();
-        entry.output.close_for_appends();
+        entry.output.close_for_appends(Status::Cancelled);
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
         Self::blocking(move || {
@@ -405,6 +405,8 @@ impl FileProcessStore {
     /// Follows a process's output: replay from byte `from` (None: only what
     /// comes from now on), then live, then the final status.
     pub fn subscribe(&self, id: &str, from: Option<u64>) -> Result<Follow> {
-        Ok(self.entry(id)?.output.subscribe(from))
+        let entry = self.entry(id)?;
+        let current = entry.record().status_info();
+        Ok(entry.output.subscribe(from, current))
     }
 }

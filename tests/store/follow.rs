@@ -279,3 +279,57 @@ async fn deleting_a_running_process_ends_its_followers_with_cancelled() {
     assert!(!dir.path().join(format!("output/{id}.log")).exists());
     assert!(store.subscribe(&id, None).is_err());
 }
+
+/// Regression: while a completion was being written (log fsync + record
+/// write), a refused append reported the process as `queued`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_append_during_completion_reported_queued() {
+    let (_dir, store) = temp_store().await;
+    let id = running(&store, "closing").await;
+    let appender = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            loop {
+                match store.append_output(&id, "tick\n".into(), None).await {
+                    Ok(_) => tokio::task::yield_now().await,
+                    Err(e) => return e,
+                }
+            }
+        })
+    };
+    store.append_output(&id, "first\n".into(), None).await.unwrap();
+    store
+        .update_process(&id, ProcessPatch::status(Status::Failed))
+        .await
+        .unwrap();
+    match appender.await.unwrap() {
+        prochub::store::StoreError::NotRunning { status, .. } => assert_eq!(status, Status::Failed),
+        other => panic!("expected NotRunning, got {other}"),
+    }
+}
+
+/// A process finished before this store was opened ends its followers with
+/// the record's status, including fields edited after it finished.
+#[tokio::test]
+async fn followers_of_a_process_finished_before_open_get_the_records_status() {
+    let (_dir, store) = temp_store().await;
+    let id = running(&store, "old").await;
+    store.append_output(&id, "done\n".into(), None).await.unwrap();
+    store
+        .update_process(&id, ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let store = reopen(store, StoreConfig::default()).await;
+    let patch = ProcessPatch {
+        result: Some(serde_json::json!({"late": true})),
+        ..Default::default()
+    };
+    store.update_process(&id, patch).await.unwrap();
+    let got = drain(store.subscribe(&id, Some(0)).unwrap()).await;
+    assert_eq!(got.text, "done\n");
+    let status = got.status.unwrap();
+    assert_eq!(status.status, Status::Completed);
+    assert_eq!(status.result, serde_json::json!({"late": true}));
+    assert!(status.duration.is_some());
+    assert_eq!(store.emitter_count(), 0);
+}
