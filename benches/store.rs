@@ -34,7 +34,16 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn fmt_runs(v: &[f64]) -> String {
-    v.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(" / ")
+    v.iter()
+        .map(|x| {
+            if x.abs() < 100.0 {
+                format!("{x:.2}")
+            } else {
+                format!("{x:.0}")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" / ")
 }
 
 /// The raw rate of this disk: write + fsync + rename + folder fsync of a
@@ -159,6 +168,17 @@ fn plant_records(dir: &Path, n: usize) {
     }
 }
 
+/// CPU seconds (user + system) this process has used so far: on a machine
+/// shared with other work, CPU per MiB compares variants more steadily than
+/// wall-clock rates do.
+fn cpu_secs() -> f64 {
+    // SAFETY: getrusage only writes into the zeroed struct we pass.
+    let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
 fn vm_kib(field: &str) -> u64 {
     let status = fs::read_to_string("/proc/self/status").expect("/proc/self/status");
     status
@@ -181,8 +201,8 @@ fn open_child(dir: &str) {
 }
 
 /// Appends `total` bytes in 4 KiB chunks with one follower attached;
-/// returns MiB/s (until the follower has everything).
-async fn append_rate(dir: &Path, total: usize) -> f64 {
+/// returns MiB/s (until the follower has everything) and CPU ms per MiB.
+async fn append_rate(dir: &Path, total: usize) -> (f64, f64) {
     let config = StoreConfig {
         max_output: u64::MAX,
         ..StoreConfig::default()
@@ -209,6 +229,7 @@ async fn append_rate(dir: &Path, total: usize) -> f64 {
         got
     });
     let chunk: String = "0123456789abcdef".repeat(256);
+    let cpu = cpu_secs();
     let started = Instant::now();
     for _ in 0..total / chunk.len() {
         store.append_output(&id, chunk.clone(), None).await.expect("append");
@@ -220,7 +241,8 @@ async fn append_rate(dir: &Path, total: usize) -> f64 {
     let got = follower.await.expect("follower");
     let secs = started.elapsed().as_secs_f64();
     assert_eq!(got, total, "the follower must receive every byte");
-    total as f64 / (1024.0 * 1024.0) / secs
+    let mib = total as f64 / (1024.0 * 1024.0);
+    (mib / secs, (cpu_secs() - cpu) * 1000.0 / mib)
 }
 
 /// 1 process, `subs` subscribers, `chunks` chunks: every subscriber must
@@ -413,14 +435,23 @@ fn main() {
 
     if want("append") {
         let total: usize = env_or("BENCH_APPEND_MIB", 256) << 20;
-        let mut v = Vec::new();
+        let (mut v, mut cpu) = (Vec::new(), Vec::new());
         for r in 0..runs {
             let dir = fresh("append");
-            v.push(rt.block_on(append_rate(&dir, total)));
-            eprintln!("append run {r}: {:.0} MiB/s", v[r]);
+            let (rate, ms) = rt.block_on(append_rate(&dir, total));
+            eprintln!("append run {r}: {rate:.0} MiB/s, {ms:.2} CPU ms per MiB");
+            v.push(rate);
+            cpu.push(ms);
             fs::remove_dir_all(&dir).ok();
         }
         let m = median(v.clone());
+        rows.push(Row {
+            what: "append: CPU time per MiB (all threads)".into(),
+            runs: cpu,
+            unit: "ms/MiB",
+            target: "(report)".into(),
+            ok: None,
+        });
         rows.push(Row {
             what: "append 4 KiB chunks, 1 follower".into(),
             runs: v,

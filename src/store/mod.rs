@@ -303,6 +303,25 @@ impl FileProcessStore {
             .map_err(|e| StoreError::Task(e.to_string()))?
     }
 
+    /// Runs a short blocking file operation (an append to the page cache):
+    /// in place via `block_in_place` on a multi-thread runtime, which first
+    /// hands this worker's other tasks to another thread, so nothing waits
+    /// behind it; on the blocking pool otherwise (`block_in_place` panics on
+    /// a current-thread runtime). Measured with 4 KiB appends and one
+    /// follower: a `spawn_blocking` round trip per append cost ~8 CPU ms per
+    /// MiB appended, this ~3 (benches/store.rs, docs/BENCHMARKS.md).
+    async fn blocking_short<T, F>(f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+            _ => Self::blocking(f).await,
+        }
+    }
+
     /// fsyncs every open output log, so output acknowledged before a
     /// graceful shutdown survives a power loss after it.
     pub async fn sync_output(self: &Arc<Self>) -> Result<()> {

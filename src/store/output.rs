@@ -93,11 +93,13 @@ pub(crate) struct OutputState {
     pub truncated: bool,
     /// Appends are accepted only while the process is running.
     pub accepting: bool,
-    /// The process's status as far as output is concerned (what a refused
-    /// append reports); terminal once the process is finished or deleted,
-    /// after which followers that arrive replay and end instead of
-    /// subscribing.
+    /// The process's status as far as output is concerned: what a refused
+    /// append reports. Already terminal while a completion is being written.
     pub status: Status,
+    /// The process is finished (at open, or `finish` ran): followers that
+    /// arrive replay and end instead of subscribing. Not the same as a
+    /// terminal `status`, which is set before the completion is durable.
+    pub finished: bool,
     /// The final status event of a process that finished (or was deleted)
     /// while this store was open, for followers attached at that moment.
     /// Not kept for processes already finished at open: their followers get
@@ -133,6 +135,7 @@ impl Output {
                 truncated,
                 accepting: status == Status::Running,
                 status,
+                finished: status.is_terminal(),
                 final_status: None,
                 emitter: None,
             }),
@@ -147,7 +150,13 @@ impl Output {
     /// Appends `content` (blocking: call from `spawn_blocking`). Stores it
     /// unless that would pass `max_output`, in which case it is only
     /// broadcast and the output is marked truncated from then on.
-    pub fn append(&self, id: &str, content: &str, stream: Option<StreamKind>, max_output: u64) -> Result<Appended> {
+    pub fn append_blocking(
+        &self,
+        id: &str,
+        content: String,
+        stream: Option<StreamKind>,
+        max_output: u64,
+    ) -> Result<Appended> {
         let mut st = self.lock();
         if !st.accepting {
             return Err(StoreError::NotRunning {
@@ -158,18 +167,21 @@ impl Output {
         let mut newly_truncated = false;
         let len = content.len() as u64;
         if !st.truncated && st.stored + len <= max_output {
-            let path = st.path.clone();
             if st.file.is_none() {
                 let f = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&path)
-                    .map_err(StoreError::io("open output log", &path))?;
+                    .open(&st.path)
+                    .map_err(StoreError::io("open output log", &st.path))?;
                 st.file = Some(Arc::new(f));
             }
             let mut file: &File = st.file.as_deref().expect("opened just above");
-            file.write_all(content.as_bytes())
-                .map_err(StoreError::io("append to", &path))?;
+            if let Err(e) = file.write_all(content.as_bytes()) {
+                // Cut a partial write back off, so the log never holds
+                // bytes beyond `stored` that later offsets would skip.
+                let _ = file.set_len(st.stored);
+                return Err(StoreError::io("append to", &st.path)(e));
+            }
             st.stored += len;
         } else if !st.truncated && len > 0 {
             st.truncated = true;
@@ -178,10 +190,15 @@ impl Output {
         let start = st.total;
         st.total += len;
         if let Some(tx) = &st.emitter {
-            for (at, piece) in split_chunks(content) {
-                let end = start + (at + piece.len()) as u64;
-                // An error only means nobody is subscribed right now.
-                let _ = tx.send(Arc::new(Chunk::new(end, piece.to_owned(), stream)));
+            if content.len() <= MAX_CHUNK {
+                // The common case: the content becomes the chunk, no copy.
+                let _ = tx.send(Arc::new(Chunk::new(st.total, content, stream)));
+            } else {
+                for (at, piece) in split_chunks(&content) {
+                    let end = start + (at + piece.len()) as u64;
+                    // An error only means nobody is subscribed right now.
+                    let _ = tx.send(Arc::new(Chunk::new(end, piece.to_owned(), stream)));
+                }
             }
         }
         Ok(Appended {
@@ -230,6 +247,7 @@ impl Output {
         let mut st = self.lock();
         st.accepting = false;
         st.status = status.status;
+        st.finished = true;
         st.final_status = Some(status);
         st.file = None;
         if st.emitter.take().is_some() {
@@ -241,7 +259,7 @@ impl Output {
     /// record's status event now, used if the process is already finished.
     pub fn subscribe(self: &Arc<Self>, from: Option<u64>, current: StatusInfo) -> Follow {
         let mut st = self.lock();
-        let finished = st.status.is_terminal();
+        let finished = st.finished;
         let rx = if finished {
             None
         } else {

@@ -354,9 +354,9 @@ impl FileProcessStore {
         stream: Option<StreamKind>,
     ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
-        let out = entry.output.clone();
-        let (id2, max) = (id.to_owned(), self.config.max_output);
-        let appended = Self::blocking(move || out.append(&id2, &content, stream, max)).await?;
+        let max = self.config.max_output;
+        let (out, id2) = (entry.output.clone(), id.to_owned());
+        let appended = Self::blocking_short(move || out.append_blocking(&id2, content, stream, max)).await?;
         if appended.newly_truncated {
             let id = id.to_owned();
             self.detached(move |s| async move { s.mark_truncated(&id).await })
