@@ -326,15 +326,27 @@ impl FileProcessStore {
         entry.output.close_for_appends(Status::Cancelled);
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
-        Self::blocking(move || {
+        let removed = Self::blocking(move || {
             fsio::remove_durable(&path, &store.proc_sync)?;
             match std::fs::remove_file(&log) {
-                Ok(()) => Ok(()),
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                Err(e) => Err(StoreError::io("remove", &log)(e)),
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                // The record is gone, so the process is: the index must
+                // follow. The log is removed as an orphan at next open.
+                Err(e) => tracing::warn!(%e, log = %log.display(), "could not remove the log of a deleted process"),
             }
+            Ok(())
         })
-        .await?;
+        .await;
+        if let Err(e) = removed {
+            // Regression: a failed delete left a running process refusing
+            // output. The unlink (or its folder fsync) failed: the record
+            // is still indexed, so the process keeps running.
+            if p.status == Status::Running {
+                entry.output.reopen_for_appends();
+            }
+            return Err(e);
+        }
         self.write_index().remove(&p);
         if !p.status.is_terminal() {
             let now = self.now();

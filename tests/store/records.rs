@@ -523,3 +523,70 @@ async fn output_reads_whole_from_offset_and_tail() {
     assert_eq!(store.get_process(&id).unwrap().output_bytes, 11);
     assert_eq!(store.read_output(&id, OutputRange::Tail(5)).await.unwrap(), b"world");
 }
+
+/// Regression: two concurrent deletes of one workspace both succeeded and
+/// both published `workspace-removed` (the second one checked existence
+/// before waiting for the first to finish).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bug_concurrent_workspace_deletes_both_succeeded() {
+    let (_dir, store) = temp_store().await;
+    for round in 0..20 {
+        let id = format!("w{round}");
+        store
+            .create_workspace(NewWorkspace {
+                id: Some(id.clone()),
+                name: id.clone(),
+                root_path: None,
+            })
+            .await
+            .unwrap();
+        store
+            .create_process(new_proc_in(&format!("p{round}"), &id))
+            .await
+            .unwrap();
+        let mut events = store.events().subscribe();
+        let deletes: Vec<_> = (0..2)
+            .map(|_| {
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move { store.delete_workspace(&id, true).await })
+            })
+            .collect();
+        let mut ok = 0;
+        for d in deletes {
+            match d.await.unwrap() {
+                Ok(()) => ok += 1,
+                Err(StoreError::NotFound { .. }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        assert_eq!(ok, 1, "round {round}: exactly one delete wins");
+        let mut removed = 0;
+        while let Ok(ev) = events.try_recv() {
+            if ev.event.kind == prochub::model::EventKind::WorkspaceRemoved {
+                removed += 1;
+            }
+        }
+        assert_eq!(removed, 1, "round {round}: one workspace-removed event");
+    }
+}
+
+/// Regression: a delete that failed on the file system left the (still
+/// existing, still running) process refusing every further append.
+#[tokio::test]
+async fn bug_failed_delete_left_appends_refused() {
+    let (dir, store) = temp_store().await;
+    let id = running(&store, "sticky").await;
+    store.append_output(&id, "one\n".into(), None).await.unwrap();
+    // Make the removal fail: the record's path becomes a non-empty folder.
+    let path = dir.path().join(format!("processes/{id}.json"));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir_all(path.join("blocker")).unwrap();
+    let err = store.delete_process(&id).await.unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert_eq!(store.get_process(&id).unwrap().status, Status::Running);
+    store
+        .append_output(&id, "two\n".into(), None)
+        .await
+        .expect("the process is still running and must take output");
+    assert_eq!(store.read_output(&id, OutputRange::All).await.unwrap(), b"one\ntwo\n");
+}
