@@ -590,3 +590,85 @@ async fn bug_failed_delete_left_appends_refused() {
         .expect("the process is still running and must take output");
     assert_eq!(store.read_output(&id, OutputRange::All).await.unwrap(), b"one\ntwo\n");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn parallel_creates_of_one_client_id_make_exactly_one_record() {
+    let (dir, store) = temp_store().await;
+    let tasks: Vec<_> = (0..10)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut n = new_proc_in("offline-42", "default");
+                n.name = format!("attempt {i}");
+                store.create_process(n).await
+            })
+        })
+        .collect();
+    let mut made = Vec::new();
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(p) => made.push(p),
+            Err(StoreError::ProcessExists { .. } | StoreError::CreateInProgress { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made.len(), 1, "one create wins");
+    assert_eq!(record_on_disk(dir.path(), "offline-42"), made[0]);
+    assert_eq!(store.get_process("offline-42").unwrap(), made[0]);
+    match store.create_process(new_proc_in("offline-42", "default")).await {
+        Err(StoreError::ProcessExists { existing }) => assert_eq!(*existing, made[0]),
+        other => panic!("expected ProcessExists, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn lifecycle_events_are_numbered_and_carry_the_records() {
+    use prochub::model::EventKind::*;
+    let (_dir, store) = temp_store().await;
+    let mut rx = store.events().subscribe();
+    let (w, _) = store
+        .create_workspace(NewWorkspace {
+            id: Some("ev".into()),
+            name: "Events".into(),
+            root_path: None,
+        })
+        .await
+        .unwrap();
+    let p = store.create_process(new_proc_in("e1", "ev")).await.unwrap();
+    let done = store
+        .update_process("e1", ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    store.delete_workspace("ev", true).await.unwrap();
+    let mut got = Vec::new();
+    while let Ok(ev) = rx.try_recv() {
+        got.push(ev);
+    }
+    let kinds: Vec<_> = got.iter().map(|e| e.event.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            WorkspaceAdded,
+            ProcessAdded,
+            ProcessUpdated,
+            ProcessRemoved,
+            WorkspaceRemoved
+        ]
+    );
+    let seqs: Vec<_> = got.iter().map(|e| e.seq).collect();
+    assert!(seqs.windows(2).all(|s| s[1] == s[0] + 1), "consecutive: {seqs:?}");
+    assert_eq!(got[0].event.workspace.as_ref(), Some(&w));
+    assert_eq!(got[1].event.process.as_ref(), Some(&p));
+    assert_eq!(got[2].event.process.as_ref(), Some(&done));
+    assert_eq!(got[3].event.workspace_id(), "ev");
+    let json: serde_json::Value = serde_json::from_str(&got[1].json).unwrap();
+    assert_eq!(json["type"], "process-added");
+    // A reconnect after the second event replays the rest.
+    let last = store.events().id_of(&got[1]);
+    match store.events().resume(&last).0 {
+        prochub::store::Resume::Replay(v) => {
+            assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs[2..]);
+        }
+        prochub::store::Resume::Reset => panic!("expected a replay"),
+    }
+}
