@@ -188,17 +188,10 @@ fn describe_owner(dir: &Path, lock: &mut File) -> String {
 /// Records per batch of a start-up scan.
 pub const SCAN_BATCH: usize = 4096;
 
-impl<T> Scan<T> {
-    /// Number of records loaded.
-    pub fn len(&self) -> usize {
-        self.records.iter().map(Vec::len).sum()
-    }
-}
-
 /// What the start-up scan found in one record folder.
-pub struct Scan<T> {
-    /// The records, in batches (see [`SCAN_BATCH`]).
-    pub records: Vec<Vec<T>>,
+pub struct Scan {
+    /// Records handed to the sink.
+    pub loaded: usize,
     /// Where each quarantined file went.
     pub quarantined: Vec<PathBuf>,
     /// File stems of the quarantined files (the ids they claimed), so their
@@ -212,7 +205,11 @@ pub struct Scan<T> {
 /// disagrees with its file name) is moved to `quarantine` with a log line.
 /// A readable record is never dropped or overwritten. Parsing runs on
 /// several threads: opening 100,000 records is dominated by it.
-pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str) -> Result<Scan<T>>
+///
+/// Records reach `sink` in batches of [`SCAN_BATCH`] on the calling thread
+/// while the parser threads go on, so the caller builds its index during the
+/// parse and never holds all records twice.
+pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str, mut sink: impl FnMut(Vec<T>)) -> Result<Scan>
 where
     T: DeserializeOwned + Send,
 {
@@ -237,16 +234,14 @@ where
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
     let per = names.len().div_ceil(threads).max(1);
-    // Each thread returns its records in batches of SCAN_BATCH, so the
-    // caller can move them into the index batch by batch and free each
-    // batch as it goes, instead of holding every record twice.
-    let mut records = Vec::new();
+    let mut loaded = 0;
     std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(threads * 2);
         let handles: Vec<_> = names
             .chunks(per)
             .map(|part| {
+                let tx = tx.clone();
                 s.spawn(move || {
-                    let mut batches: Vec<Vec<T>> = Vec::new();
                     let mut bad = Vec::new();
                     let mut buf = Vec::with_capacity(64 * 1024);
                     for slice in part.chunks(SCAN_BATCH) {
@@ -258,16 +253,20 @@ where
                                 Err(why) => bad.push((path, why)),
                             }
                         }
-                        batches.push(batch);
+                        // The receiver lives until every sender is gone.
+                        let _ = tx.send(batch);
                     }
-                    (batches, bad)
+                    bad
                 })
             })
             .collect();
+        drop(tx);
+        for batch in rx {
+            loaded += batch.len();
+            sink(batch);
+        }
         for h in handles {
-            let (batches, mut b) = h.join().expect("record parser threads do not panic");
-            records.extend(batches);
-            bad.append(&mut b);
+            bad.append(&mut h.join().expect("record parser threads do not panic"));
         }
     });
     drop(names);
@@ -280,7 +279,7 @@ where
         quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
     }
     Ok(Scan {
-        records,
+        loaded,
         quarantined,
         quarantined_stems,
         temp_removed,

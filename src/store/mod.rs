@@ -133,32 +133,48 @@ impl FileProcessStore {
         for d in [&processes_dir, &workspaces_dir, &output_dir] {
             fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
         }
-        let ws_scan = fsio::scan_dir::<Workspace>(&workspaces_dir, &quarantine, |w| &w.id)?;
-        let mut proc_scan = fsio::scan_dir::<Process>(&processes_dir, &quarantine, |p| &p.id)?;
+        let mut workspaces = BTreeMap::new();
+        let ws_scan = fsio::scan_dir::<Workspace>(
+            &workspaces_dir,
+            &quarantine,
+            |w| &w.id,
+            |batch| {
+                workspaces.extend(batch.into_iter().map(|w| (w.id.clone(), w)));
+            },
+        )?;
+        // output_bytes is derived from the logs, so their sizes come first;
+        // the index is then built while the records are being parsed.
+        let emitters = Arc::new(AtomicUsize::new(0));
+        let logs = output::log_sizes(&output_dir)?;
+        let mut index = Index::default();
+        let proc_scan = fsio::scan_dir::<Process>(
+            &processes_dir,
+            &quarantine,
+            |p| &p.id,
+            |batch| {
+                for mut p in batch {
+                    let path = output_dir.join(format!("{}.log", p.id));
+                    p.output_bytes = logs.get(&p.id).copied().unwrap_or(0);
+                    let out = Output::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+                    let (created_at, id) = (p.created_at, p.id.clone());
+                    let entry = Arc::new(Entry {
+                        write: tokio::sync::Mutex::new(()),
+                        record: Mutex::new(p),
+                        output: Arc::new(out),
+                    });
+                    index.insert_key(created_at, id, entry);
+                }
+            },
+        )?;
         let mut report = OpenReport {
-            processes: proc_scan.len(),
-            workspaces: ws_scan.len(),
+            processes: proc_scan.loaded,
+            workspaces: ws_scan.loaded,
             temp_removed: ws_scan.temp_removed + proc_scan.temp_removed,
             ..Default::default()
         };
         report.quarantined.extend(ws_scan.quarantined);
         report.quarantined.extend(proc_scan.quarantined);
 
-        let emitters = Arc::new(AtomicUsize::new(0));
-        let logs = output::log_sizes(&output_dir)?;
-        let mut index = Index::default();
-        for mut p in proc_scan.records.drain(..).flatten() {
-            let path = output_dir.join(format!("{}.log", p.id));
-            p.output_bytes = logs.get(&p.id).copied().unwrap_or(0);
-            let out = Output::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
-            let (created_at, id) = (p.created_at, p.id.clone());
-            let entry = Arc::new(Entry {
-                write: tokio::sync::Mutex::new(()),
-                record: Mutex::new(p),
-                output: Arc::new(out),
-            });
-            index.insert_key(created_at, id, entry);
-        }
         let set_aside: HashSet<&str> = proc_scan.quarantined_stems.iter().map(String::as_str).collect();
         for id in logs.keys().filter(|id| !index.by_id.contains_key(*id)) {
             let path = output_dir.join(format!("{id}.log"));
@@ -186,14 +202,7 @@ impl FileProcessStore {
             output_dir,
             index: RwLock::new(index),
             creating: Mutex::new(HashSet::new()),
-            workspaces: Mutex::new(
-                ws_scan
-                    .records
-                    .into_iter()
-                    .flatten()
-                    .map(|w| (w.id.clone(), w))
-                    .collect(),
-            ),
+            workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
             events: Events::new(),
             emitters,
