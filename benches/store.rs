@@ -292,13 +292,19 @@ async fn fanout_rate(dir: &Path, subs: usize, chunks: usize) -> (f64, f64) {
         })
         .collect();
     let started = Instant::now();
-    for _ in 0..chunks {
-        store.append_output(&id, line.clone(), None).await.expect("append");
-    }
-    store
-        .update_process(&id, ProcessPatch::status(Status::Completed))
-        .await
-        .expect("complete");
+    let appender = {
+        let (store, id) = (store.clone(), id.clone());
+        tokio::spawn(async move {
+            for _ in 0..chunks {
+                store.append_output(&id, line.clone(), None).await.expect("append");
+            }
+            store
+                .update_process(&id, ProcessPatch::status(Status::Completed))
+                .await
+                .expect("complete");
+        })
+    };
+    appender.await.expect("appender");
     let mut events = 0;
     for f in followers {
         let (bytes, ev) = f.await.expect("follower");
