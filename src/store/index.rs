@@ -112,8 +112,14 @@ impl Index {
         let mut next_cursor = None;
         for (_, id) in range.rev() {
             let Some(entry) = self.by_id.get(id) else { continue };
-            let p = entry.record();
-            if q.workspace.as_ref().is_some_and(|w| *w != p.workspace) || q.status.is_some_and(|s| s != p.status) {
+            // Filter on the stored record in place: cloning every record a
+            // filter then drops made a filtered page cost a full clone of
+            // the index.
+            let wanted = {
+                let r = entry.record.lock().unwrap_or_else(|e| e.into_inner());
+                q.workspace.as_ref().is_none_or(|w| *w == r.workspace) && q.status.is_none_or(|s| s == r.status)
+            };
+            if !wanted {
                 continue;
             }
             if items.len() == limit {
@@ -121,7 +127,7 @@ impl Index {
                 next_cursor = Some(encode_cursor(&last.created_at, &last.id));
                 break;
             }
-            items.push(p);
+            items.push(entry.record());
         }
         Ok(Page { items, next_cursor })
     }
