@@ -672,3 +672,102 @@ async fn lifecycle_events_are_numbered_and_carry_the_records() {
         prochub::store::Resume::Reset => panic!("expected a replay"),
     }
 }
+
+/// Many tasks doing random mixed operations on a shared set of ids: after
+/// all of them, the folder holds exactly the indexed records, each file is
+/// the indexed record (output_bytes aside, which the file may lag), and a
+/// reopened store equals the one in memory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn random_mixed_operations_leave_disk_and_memory_equal() {
+    let (dir, store) = temp_store().await;
+    let tasks: Vec<_> = (0..8u64)
+        .map(|t| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let mut x = t.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+                let mut next = move |n: u64| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    x % n
+                };
+                for step in 0..40 {
+                    let id = format!("m{}", next(12));
+                    let r = match next(6) {
+                        0 | 1 => store.create_process(new_proc_in(&id, "default")).await.map(drop),
+                        2 => store
+                            .update_process(
+                                &id,
+                                ProcessPatch {
+                                    name: Some(format!("t{t} s{step}")),
+                                    metadata: Some(json!({ format!("t{t}"): step })),
+                                    ..Default::default()
+                                },
+                            )
+                            .await
+                            .map(drop),
+                        3 => store.append_output(&id, format!("[{t}:{step}]"), None).await.map(drop),
+                        4 => store
+                            .update_process(&id, ProcessPatch::status(Status::Completed))
+                            .await
+                            .map(drop),
+                        _ => store.delete_process(&id).await,
+                    };
+                    match r {
+                        Ok(())
+                        | Err(StoreError::NotFound { .. })
+                        | Err(StoreError::ProcessExists { .. })
+                        | Err(StoreError::CreateInProgress { .. })
+                        | Err(StoreError::NotRunning { .. })
+                        | Err(StoreError::BadTransition { .. }) => {}
+                        Err(e) => panic!("unexpected error: {e}"),
+                    }
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let in_memory = store
+        .list_processes(&ListQuery {
+            limit: Some(1000),
+            ..Default::default()
+        })
+        .unwrap()
+        .items;
+    assert!(!in_memory.is_empty(), "the random walk should leave some records");
+    let mut on_disk: Vec<String> = std::fs::read_dir(dir.path().join("processes"))
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_owned()
+        })
+        .collect();
+    on_disk.sort();
+    let mut ids: Vec<String> = in_memory.iter().map(|p| p.id.clone()).collect();
+    ids.sort();
+    assert_eq!(on_disk, ids, "the folder holds exactly the indexed records");
+    for p in &in_memory {
+        let file = record_on_disk(dir.path(), &p.id);
+        assert_eq!(
+            prochub::model::Process {
+                output_bytes: p.output_bytes,
+                ..file
+            },
+            *p,
+            "{}: file differs from memory",
+            p.id
+        );
+        let log = store.read_output(&p.id, OutputRange::All).await.unwrap();
+        assert_eq!(log.len() as u64, p.output_bytes);
+    }
+    let store = reopen(store, StoreConfig::default()).await;
+    for p in &in_memory {
+        assert_eq!(&store.get_process(&p.id).unwrap(), p, "{}: reopened differs", p.id);
+    }
+    assert_eq!(store.process_count(), in_memory.len());
+}
