@@ -147,9 +147,11 @@ impl Output {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `content` (blocking: call from `spawn_blocking`). Stores it
-    /// unless that would pass `max_output`, in which case it is only
-    /// broadcast and the output is marked truncated from then on.
+    /// Appends `content`. Blocking (one page-cache write under the lock):
+    /// the store calls it through `blocking_short`, never bare on the
+    /// executor. Stores it unless that would pass `max_output`, in which
+    /// case it is only broadcast and the output is marked truncated from
+    /// then on.
     pub fn append_blocking(
         &self,
         id: &str,
