@@ -7,3 +7,4 @@ mod records;
 mod recovery;
 mod retention;
 mod sample;
+mod workspaces;
