@@ -19,6 +19,7 @@
 
 mod error;
 mod events;
+mod follow;
 mod fsio;
 mod index;
 mod output;
@@ -34,8 +35,9 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, Events, Resume, SeqEvent};
+pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
-pub use output::{Chunk, EMITTER_CAPACITY, Follow, FollowEvent, MAX_CHUNK};
+pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};
 // `read_output` and `append_output` take and return these: without the
 // re-export no caller outside the store could name them.
 pub use process::{AppendResult, OutputRange};

@@ -7,9 +7,10 @@ use serde_json::Value;
 
 use super::FileProcessStore;
 use super::error::{Result, StoreError};
+use super::follow::Follow;
 use super::fsio;
 use super::index::{Entry, ListQuery, Page};
-use super::output::{Follow, Output};
+use super::output::Output;
 use crate::model::{
     self, DEFAULT_WORKSPACE, EventKind, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, Process, ProcessPatch, Status,
     StreamKind, format_duration, validate_id,
