@@ -179,10 +179,18 @@ impl Follow {
             return None;
         }
         if start < self.pos {
-            // Only possible after a replay that began inside this chunk.
-            let skip = (self.pos - start) as usize;
-            let rest = chunk.content.get(skip..)?;
+            // Only possible after a replay that began inside this chunk. A
+            // cut inside a character moves on to the next one (it used to
+            // drop the whole rest of the chunk).
+            let mut skip = (self.pos - start) as usize;
+            while !chunk.content.is_char_boundary(skip) {
+                skip += 1;
+            }
+            let rest = &chunk.content[skip..];
             self.pos = chunk.offset;
+            if rest.is_empty() {
+                return None;
+            }
             return Some(FollowEvent::Chunk(Arc::new(Chunk::new(
                 chunk.offset,
                 rest.to_owned(),
@@ -206,7 +214,7 @@ impl Follow {
 
     async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
         let (path, from, to) = (self.path.clone(), self.pos, self.replay_end);
-        let bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
+        let mut bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
             .await
             .map_err(io::Error::other)??;
         if bytes.is_empty() {
@@ -214,9 +222,20 @@ impl Follow {
             self.replay_end = self.pos;
             return Ok(None);
         }
+        // A replay asked to start inside a character (`from` is any byte
+        // offset) starts at the next one. Regression: the partial
+        // character became U+FFFD, so the chunk's length no longer matched
+        // its offsets. Everywhere else blocks start and end on characters.
+        let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
         self.pos += bytes.len() as u64;
+        if skip == bytes.len() {
+            return Ok(None);
+        }
+        bytes.drain(..skip);
         let content = match String::from_utf8(bytes) {
             Ok(s) => s,
+            // Not UTF-8 at all (the log was written by something else):
+            // deliver it readable, at the right end offset.
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
         Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(self.pos, content, None)))))

@@ -333,3 +333,42 @@ async fn followers_of_a_process_finished_before_open_get_the_records_status() {
     assert!(status.duration.is_some());
     assert_eq!(store.emitter_count(), 0);
 }
+
+/// Regression: a replay asked to start inside a multi-byte character sent
+/// U+FFFD garbage whose length did not match its offsets. It now starts at
+/// the next character.
+#[tokio::test]
+async fn bug_replay_from_inside_a_character_sent_garbage() {
+    let (_dir, store) = temp_store().await;
+    let id = running(&store, "utf8").await;
+    // Bytes: a=0, é=1..3, €=3..6, 😀=6..10, b=10..11.
+    store.append_output(&id, "aé€😀b".into(), None).await.unwrap();
+    let cases = [
+        (0, "aé€😀b"),
+        (1, "é€😀b"),
+        (2, "€😀b"),
+        (4, "😀b"),
+        (5, "😀b"),
+        (7, "b"),
+        (11, ""),
+    ];
+    // Running: replay, then live.
+    let live: Vec<_> = cases
+        .iter()
+        .map(|&(from, _)| tokio::spawn(drain(store.subscribe(&id, Some(from)).unwrap())))
+        .collect();
+    tokio::task::yield_now().await;
+    store.append_output(&id, "!".into(), None).await.unwrap();
+    complete(&store, &id).await;
+    for ((from, expected), f) in cases.iter().zip(live) {
+        let got = f.await.unwrap();
+        assert_eq!(got.text, format!("{expected}!"), "running, from {from}");
+        assert!(got.lagged.is_empty());
+    }
+    // Finished: replay only.
+    for (from, expected) in cases {
+        let got = drain(store.subscribe(&id, Some(from)).unwrap()).await;
+        assert_eq!(got.text, format!("{expected}!"), "finished, from {from}");
+        assert_eq!(got.offsets.last(), Some(&12));
+    }
+}
