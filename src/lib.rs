@@ -8,6 +8,7 @@
 //! * [`model`]: records, the status machine, ids, events. serde only.
 //! * [`store`]: `FileProcessStore`: records on disk, the in-memory index,
 //!   output logs, per-process emitters, lifecycle events, retention.
+//! * [`utf8`]: incremental UTF-8 decoding shared by the runner and the client.
 //! * [`runner`]: server-run commands (spawn, pipe, cancel).
 //! * [`server`]: the hyper server: listener and shutdown, router, handlers,
 //!   SSE, WebSocket, auth, errors.
@@ -20,3 +21,4 @@ pub mod model;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod utf8;

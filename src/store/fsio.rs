@@ -185,10 +185,18 @@ fn describe_owner(dir: &Path, lock: &mut File) -> String {
     owner
 }
 
+/// Records per batch of a start-up scan.
+pub const SCAN_BATCH: usize = 4096;
+
 /// What the start-up scan found in one record folder.
-pub struct Scan<T> {
-    pub records: Vec<T>,
+pub struct Scan {
+    /// Records handed to the sink.
+    pub loaded: usize,
+    /// Where each quarantined file went.
     pub quarantined: Vec<PathBuf>,
+    /// File stems of the quarantined files (the ids they claimed), so their
+    /// output logs can follow them instead of being taken for orphans.
+    pub quarantined_stems: Vec<String>,
     pub temp_removed: usize,
 }
 
@@ -197,66 +205,98 @@ pub struct Scan<T> {
 /// disagrees with its file name) is moved to `quarantine` with a log line.
 /// A readable record is never dropped or overwritten. Parsing runs on
 /// several threads: opening 100,000 records is dominated by it.
-pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str) -> Result<Scan<T>>
+///
+/// Records reach `sink` in batches of [`SCAN_BATCH`] on the calling thread
+/// while the parser threads go on, so the caller builds its index during the
+/// parse and never holds all records twice.
+pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str, mut sink: impl FnMut(Vec<T>)) -> Result<Scan>
 where
     T: DeserializeOwned + Send,
 {
-    let mut paths = Vec::new();
+    // File names only (not full paths): at 100,000 records every byte per
+    // record counts towards the peak memory of an open.
+    let mut names = Vec::new();
     let mut temp_removed = 0;
     let mut bad = Vec::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
-        let name = name.to_string_lossy();
-        let path = entry.path();
-        if name.starts_with(TEMP_PREFIX) {
+        let text = name.to_string_lossy();
+        if text.starts_with(TEMP_PREFIX) {
+            let path = entry.path();
             fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
             temp_removed += 1;
-        } else if name.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
-            paths.push(path);
+        } else if text.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
+            names.push(name);
         } else {
-            bad.push((path, "file name is not <id>.json".to_string()));
+            bad.push((entry.path(), "file name is not <id>.json".to_string()));
         }
     }
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
-    let per = paths.len().div_ceil(threads).max(1);
-    let parsed: Vec<(PathBuf, Result<T, String>)> = std::thread::scope(|s| {
-        let handles: Vec<_> = paths
+    let per = names.len().div_ceil(threads).max(1);
+    let mut loaded = 0;
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<T>>(threads * 2);
+        let handles: Vec<_> = names
             .chunks(per)
             .map(|part| {
+                let tx = tx.clone();
                 s.spawn(move || {
-                    part.iter()
-                        .map(|p| (p.clone(), read_record::<T>(p, id_of)))
-                        .collect::<Vec<_>>()
+                    let mut bad = Vec::new();
+                    let mut buf = Vec::with_capacity(64 * 1024);
+                    for slice in part.chunks(SCAN_BATCH) {
+                        let mut batch = Vec::with_capacity(slice.len());
+                        for name in slice {
+                            let path = dir.join(name);
+                            match read_record::<T>(&path, &mut buf, id_of) {
+                                Ok(r) => batch.push(r),
+                                Err(why) => bad.push((path, why)),
+                            }
+                        }
+                        // The receiver lives until every sender is gone.
+                        let _ = tx.send(batch);
+                    }
+                    bad
                 })
             })
             .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("record parser threads do not panic"))
-            .collect()
-    });
-    let mut records = Vec::with_capacity(parsed.len());
-    for (path, res) in parsed {
-        match res {
-            Ok(r) => records.push(r),
-            Err(why) => bad.push((path, why)),
+        drop(tx);
+        for batch in rx {
+            loaded += batch.len();
+            sink(batch);
         }
-    }
+        for h in handles {
+            bad.append(&mut h.join().expect("record parser threads do not panic"));
+        }
+    });
+    drop(names);
     let mut quarantined = Vec::new();
+    let mut quarantined_stems = Vec::new();
     for (path, why) in bad {
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            quarantined_stems.push(stem.to_owned());
+        }
         quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
     }
     Ok(Scan {
-        records,
+        loaded,
         quarantined,
+        quarantined_stems,
         temp_removed,
     })
 }
 
-fn read_record<T: DeserializeOwned>(path: &Path, id_of: fn(&T) -> &str) -> Result<T, String> {
-    let bytes = fs::read(path).map_err(|e| format!("unreadable: {e}"))?;
-    let record: T = serde_json::from_slice(&bytes).map_err(|e| format!("invalid JSON: {e}"))?;
+/// Reads and parses one record into `buf` (reused across records: no
+/// allocation and no `statx` per file, unlike `fs::read`).
+fn read_record<T: DeserializeOwned>(path: &Path, buf: &mut Vec<u8>, id_of: fn(&T) -> &str) -> Result<T, String> {
+    buf.clear();
+    File::open(path)
+        // Through `take`: File's own read_to_end first asks for the size
+        // and position (statx + lseek per file) to size a buffer we already
+        // have.
+        .and_then(|f| f.take(u64::MAX).read_to_end(buf))
+        .map_err(|e| format!("unreadable: {e}"))?;
+    let record: T = serde_json::from_slice(buf).map_err(|e| format!("invalid JSON: {e}"))?;
     let stem = path.file_stem().and_then(|s| s.to_str()).unwrap_or_default();
     if id_of(&record) != stem {
         return Err(format!("record id {:?} does not match its file name", id_of(&record)));
@@ -265,7 +305,7 @@ fn read_record<T: DeserializeOwned>(path: &Path, id_of: fn(&T) -> &str) -> Resul
 }
 
 /// Moves `path` into `quarantine/`, never overwriting an earlier file there.
-fn move_to_quarantine(path: &Path, quarantine: &Path, why: &str) -> Result<PathBuf> {
+pub fn move_to_quarantine(path: &Path, quarantine: &Path, why: &str) -> Result<PathBuf> {
     fs::create_dir_all(quarantine).map_err(StoreError::io("create folder", quarantine))?;
     let name = path
         .file_name()

@@ -68,8 +68,14 @@ pub struct Page {
 
 impl Index {
     pub fn insert(&mut self, p: &Process, entry: Arc<Entry>) {
-        self.order.insert((p.created_at, p.id.clone()));
-        self.by_id.insert(p.id.clone(), entry);
+        self.insert_key(p.created_at, p.id.clone(), entry);
+    }
+
+    /// [`Index::insert`] for a caller that has moved the record into the
+    /// entry already (open: no clone of each record).
+    pub fn insert_key(&mut self, created_at: Timestamp, id: String, entry: Arc<Entry>) {
+        self.order.insert((created_at, id.clone()));
+        self.by_id.insert(id, entry);
     }
 
     pub fn remove(&mut self, p: &Process) {
@@ -106,8 +112,14 @@ impl Index {
         let mut next_cursor = None;
         for (_, id) in range.rev() {
             let Some(entry) = self.by_id.get(id) else { continue };
-            let p = entry.record();
-            if q.workspace.as_ref().is_some_and(|w| *w != p.workspace) || q.status.is_some_and(|s| s != p.status) {
+            // Filter on the stored record in place: cloning every record a
+            // filter then drops made a filtered page cost a full clone of
+            // the index.
+            let wanted = {
+                let r = entry.record.lock().unwrap_or_else(|e| e.into_inner());
+                q.workspace.as_ref().is_none_or(|w| *w == r.workspace) && q.status.is_none_or(|s| s == r.status)
+            };
+            if !wanted {
                 continue;
             }
             if items.len() == limit {
@@ -115,7 +127,7 @@ impl Index {
                 next_cursor = Some(encode_cursor(&last.created_at, &last.id));
                 break;
             }
-            items.push(p);
+            items.push(entry.record());
         }
         Ok(Page { items, next_cursor })
     }

@@ -11,9 +11,15 @@
 //!   applied to memory only after the file is durable; writes to different
 //!   records run in parallel on the blocking pool and share folder fsyncs
 //!   (`fsio::DirSync`).
+//! * Output appends are page-cache writes under the process's output lock,
+//!   run through `block_in_place` on a multi-thread runtime (the blocking
+//!   pool elsewhere): a pool round trip per 4 KiB chunk cost 3x the CPU.
+//! * Open parses records on several threads and builds the index from
+//!   their batches as they arrive.
 
 mod error;
 mod events;
+mod follow;
 mod fsio;
 mod index;
 mod output;
@@ -29,8 +35,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, Events, Resume, SeqEvent};
+pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
-pub use output::{Chunk, EMITTER_CAPACITY, Follow, FollowEvent, MAX_CHUNK};
+pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};
+// `read_output` and `append_output` take and return these: without the
+// re-export no caller outside the store could name them.
 pub use process::{AppendResult, OutputRange};
 pub use retention::Retention;
 
@@ -131,41 +140,60 @@ impl FileProcessStore {
         for d in [&processes_dir, &workspaces_dir, &output_dir] {
             fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
         }
-        let ws_scan = fsio::scan_dir::<Workspace>(&workspaces_dir, &quarantine, |w| &w.id)?;
-        let proc_scan = fsio::scan_dir::<Process>(&processes_dir, &quarantine, |p| &p.id)?;
+        let mut workspaces = BTreeMap::new();
+        let ws_scan = fsio::scan_dir::<Workspace>(
+            &workspaces_dir,
+            &quarantine,
+            |w| &w.id,
+            |batch| {
+                workspaces.extend(batch.into_iter().map(|w| (w.id.clone(), w)));
+            },
+        )?;
+        // output_bytes is derived from the logs, so their sizes come first;
+        // the index is then built while the records are being parsed.
+        let emitters = Arc::new(AtomicUsize::new(0));
+        let logs = output::log_sizes(&output_dir)?;
+        let mut index = Index::default();
+        let proc_scan = fsio::scan_dir::<Process>(
+            &processes_dir,
+            &quarantine,
+            |p| &p.id,
+            |batch| {
+                for mut p in batch {
+                    let path = output_dir.join(format!("{}.log", p.id));
+                    p.output_bytes = logs.get(&p.id).copied().unwrap_or(0);
+                    let out = Output::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+                    let (created_at, id) = (p.created_at, p.id.clone());
+                    let entry = Arc::new(Entry {
+                        write: tokio::sync::Mutex::new(()),
+                        record: Mutex::new(p),
+                        output: Arc::new(out),
+                    });
+                    index.insert_key(created_at, id, entry);
+                }
+            },
+        )?;
         let mut report = OpenReport {
-            processes: proc_scan.records.len(),
-            workspaces: ws_scan.records.len(),
+            processes: proc_scan.loaded,
+            workspaces: ws_scan.loaded,
             temp_removed: ws_scan.temp_removed + proc_scan.temp_removed,
             ..Default::default()
         };
         report.quarantined.extend(ws_scan.quarantined);
         report.quarantined.extend(proc_scan.quarantined);
 
-        let emitters = Arc::new(AtomicUsize::new(0));
-        let logs = output::log_sizes(&output_dir)?;
-        let mut index = Index::default();
-        for mut p in proc_scan.records {
-            let path = output_dir.join(format!("{}.log", p.id));
-            p.output_bytes = logs.get(&p.id).copied().unwrap_or(0);
-            let out = Output::new(
-                path,
-                p.output_bytes,
-                &p.status_info(),
-                p.output_truncated,
-                emitters.clone(),
-            );
-            let entry = Arc::new(Entry {
-                write: tokio::sync::Mutex::new(()),
-                record: Mutex::new(p.clone()),
-                output: Arc::new(out),
-            });
-            index.insert(&p, entry);
-        }
+        let set_aside: HashSet<&str> = proc_scan.quarantined_stems.iter().map(String::as_str).collect();
         for id in logs.keys().filter(|id| !index.by_id.contains_key(*id)) {
+            let path = output_dir.join(format!("{id}.log"));
+            if set_aside.contains(id.as_str()) {
+                // Its record was quarantined, not deleted: the output is
+                // part of the evidence and goes with it.
+                let to = fsio::move_to_quarantine(&path, &quarantine, "output of a quarantined record")?;
+                report.quarantined.push(to);
+                continue;
+            }
             // The log of a record that was deleted (crash between removing
             // the record and its log): nothing refers to it any more.
-            let path = output_dir.join(format!("{id}.log"));
             fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
             report.orphan_logs_removed += 1;
         }
@@ -181,7 +209,7 @@ impl FileProcessStore {
             output_dir,
             index: RwLock::new(index),
             creating: Mutex::new(HashSet::new()),
-            workspaces: Mutex::new(ws_scan.records.into_iter().map(|w| (w.id.clone(), w)).collect()),
+            workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
             events: Events::new(),
             emitters,
@@ -289,6 +317,25 @@ impl FileProcessStore {
         tokio::task::spawn_blocking(f)
             .await
             .map_err(|e| StoreError::Task(e.to_string()))?
+    }
+
+    /// Runs a short blocking file operation (an append to the page cache):
+    /// in place via `block_in_place` on a multi-thread runtime, which first
+    /// hands this worker's other tasks to another thread, so nothing waits
+    /// behind it; on the blocking pool otherwise (`block_in_place` panics on
+    /// a current-thread runtime). Measured with 4 KiB appends and one
+    /// follower: a `spawn_blocking` round trip per append cost ~8 CPU ms per
+    /// MiB appended, this ~3 (benches/store.rs, docs/BENCHMARKS.md).
+    async fn blocking_short<T, F>(f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> Result<T> + Send + 'static,
+    {
+        use tokio::runtime::{Handle, RuntimeFlavor};
+        match Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+            _ => Self::blocking(f).await,
+        }
     }
 
     /// fsyncs every open output log, so output acknowledged before a

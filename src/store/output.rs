@@ -1,6 +1,6 @@
-//! Output of one process: the append-only log `output/<id>.log`, its
-//! lazily created broadcast emitter, and [`Follow`], the replay-then-live
-//! stream a follower reads.
+//! Output of one process: the append-only log `output/<id>.log` and its
+//! lazily created broadcast emitter. [`super::follow`] is the
+//! replay-then-live stream a follower reads from them.
 //!
 //! # Why replay and live never overlap or leave a gap
 //! An append writes the bytes to the log, advances `stored`/`total` and
@@ -20,6 +20,7 @@ use bytes::Bytes;
 use tokio::sync::broadcast;
 
 use super::error::{Result, StoreError};
+use super::follow::Follow;
 use crate::model::{Status, StatusInfo, StreamKind};
 
 /// Chunks an emitter buffers for its slowest subscriber before that one is
@@ -63,26 +64,15 @@ impl Chunk {
     }
 }
 
-/// What a follower receives.
-#[derive(Debug, Clone)]
-pub enum FollowEvent {
-    Chunk(Arc<Chunk>),
-    /// Output in `from..to` was never stored (past the cap) and went by
-    /// while this follower was behind: it cannot be delivered.
-    Lagged {
-        from: u64,
-        to: u64,
-    },
-    /// The process is finished; this is the last event.
-    Status(StatusInfo),
-}
-
 /// The mutable output state of one process. Append, subscribe, completion
 /// and follower teardown take this std Mutex; it is held for one page-cache
 /// write at most and never across an `.await`.
 pub(crate) struct OutputState {
     path: PathBuf,
-    file: Option<File>,
+    /// The open log. Arc so that an fsync can run on a clone of the handle
+    /// without holding this lock (an fsync can take many milliseconds, and
+    /// `list`/`get` take this lock to read `stored`).
+    file: Option<Arc<File>>,
     /// Bytes in the log (acknowledged, readable).
     pub stored: u64,
     /// Bytes emitted in all (>= stored once the cap is hit).
@@ -90,8 +80,18 @@ pub(crate) struct OutputState {
     pub truncated: bool,
     /// Appends are accepted only while the process is running.
     pub accepting: bool,
-    /// Set once the process is finished (or deleted): followers that arrive
-    /// later replay and end instead of subscribing.
+    /// The process's status as far as output is concerned: what a refused
+    /// append reports. Already terminal while a completion is being written.
+    pub status: Status,
+    /// The process is finished (at open, or `finish` ran): followers that
+    /// arrive replay and end instead of subscribing. Not the same as a
+    /// terminal `status`, which is set before the completion is durable.
+    pub finished: bool,
+    /// The final status event of a process that finished (or was deleted)
+    /// while this store was open, for followers attached at that moment.
+    /// Not kept for processes already finished at open: their followers get
+    /// it from the record at subscribe time (keeping a copy of every
+    /// finished record's `result` here cost ~0.6 KiB per record at open).
     pub final_status: Option<StatusInfo>,
     emitter: Option<broadcast::Sender<Arc<Chunk>>>,
 }
@@ -112,8 +112,7 @@ pub(crate) struct Appended {
 }
 
 impl Output {
-    pub fn new(path: PathBuf, stored: u64, status: &StatusInfo, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
-        let finished = status.status.is_terminal();
+    pub fn new(path: PathBuf, stored: u64, status: Status, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
         Output {
             state: Mutex::new(OutputState {
                 path,
@@ -121,8 +120,10 @@ impl Output {
                 stored,
                 total: stored,
                 truncated,
-                accepting: status.status == Status::Running,
-                final_status: finished.then(|| status.clone()),
+                accepting: status == Status::Running,
+                status,
+                finished: status.is_terminal(),
+                final_status: None,
                 emitter: None,
             }),
             emitters,
@@ -133,33 +134,43 @@ impl Output {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Appends `content` (blocking: call from `spawn_blocking`). Stores it
-    /// unless that would pass `max_output`, in which case it is only
-    /// broadcast and the output is marked truncated from then on.
-    pub fn append(&self, id: &str, content: &str, stream: Option<StreamKind>, max_output: u64) -> Result<Appended> {
+    /// Appends `content`. Blocking (one page-cache write under the lock):
+    /// the store calls it through `blocking_short`, never bare on the
+    /// executor. Stores it unless that would pass `max_output`, in which
+    /// case it is only broadcast and the output is marked truncated from
+    /// then on.
+    pub fn append_blocking(
+        &self,
+        id: &str,
+        content: String,
+        stream: Option<StreamKind>,
+        max_output: u64,
+    ) -> Result<Appended> {
         let mut st = self.lock();
         if !st.accepting {
-            let status = st.final_status.as_ref().map_or(Status::Queued, |s| s.status);
             return Err(StoreError::NotRunning {
                 id: id.to_owned(),
-                status,
+                status: st.status,
             });
         }
         let mut newly_truncated = false;
         let len = content.len() as u64;
         if !st.truncated && st.stored + len <= max_output {
-            let path = st.path.clone();
             if st.file.is_none() {
                 let f = OpenOptions::new()
                     .create(true)
                     .append(true)
-                    .open(&path)
-                    .map_err(StoreError::io("open output log", &path))?;
-                st.file = Some(f);
+                    .open(&st.path)
+                    .map_err(StoreError::io("open output log", &st.path))?;
+                st.file = Some(Arc::new(f));
             }
-            let file = st.file.as_mut().expect("opened just above");
-            file.write_all(content.as_bytes())
-                .map_err(StoreError::io("append to", &path))?;
+            let mut file: &File = st.file.as_deref().expect("opened just above");
+            if let Err(e) = file.write_all(content.as_bytes()) {
+                // Cut a partial write back off, so the log never holds
+                // bytes beyond `stored` that later offsets would skip.
+                let _ = file.set_len(st.stored);
+                return Err(StoreError::io("append to", &st.path)(e));
+            }
             st.stored += len;
         } else if !st.truncated && len > 0 {
             st.truncated = true;
@@ -168,10 +179,15 @@ impl Output {
         let start = st.total;
         st.total += len;
         if let Some(tx) = &st.emitter {
-            for (at, piece) in split_chunks(content) {
-                let end = start + (at + piece.len()) as u64;
-                // An error only means nobody is subscribed right now.
-                let _ = tx.send(Arc::new(Chunk::new(end, piece.to_owned(), stream)));
+            if content.len() <= MAX_CHUNK {
+                // The common case: the content becomes the chunk, no copy.
+                let _ = tx.send(Arc::new(Chunk::new(st.total, content, stream)));
+            } else {
+                for (at, piece) in split_chunks(&content) {
+                    let end = start + (at + piece.len()) as u64;
+                    // An error only means nobody is subscribed right now.
+                    let _ = tx.send(Arc::new(Chunk::new(end, piece.to_owned(), stream)));
+                }
             }
         }
         Ok(Appended {
@@ -181,24 +197,34 @@ impl Output {
     }
 
     /// Stops accepting appends; returns the stored length. First step of
-    /// completing a process.
-    pub fn close_for_appends(&self) -> u64 {
+    /// moving a process to `to` (terminal), which refused appends report
+    /// from now on (regression: they used to say "queued" in this window).
+    pub fn close_for_appends(&self, to: Status) -> u64 {
         let mut st = self.lock();
         st.accepting = false;
+        st.status = to;
         st.stored
     }
 
     /// Re-opens for appends (the completion's record write failed, or the
     /// process moved queued → running).
     pub fn reopen_for_appends(&self) {
-        self.lock().accepting = true;
+        let mut st = self.lock();
+        st.accepting = true;
+        st.status = Status::Running;
     }
 
     /// fsyncs the log (blocking), so a finished process's output is durable.
     pub fn sync(&self) -> Result<()> {
-        let st = self.lock();
-        if let Some(f) = &st.file {
-            f.sync_data().map_err(StoreError::io("fsync", &st.path))?;
+        // Regression: this used to fsync while holding the state lock, so
+        // every `get`/`list` touching this process (and every append and
+        // subscribe) stalled for the whole fsync, on the async executor.
+        let (file, path) = {
+            let st = self.lock();
+            (st.file.clone(), st.path.clone())
+        };
+        if let Some(f) = file {
+            f.sync_data().map_err(StoreError::io("fsync", &path))?;
         }
         Ok(())
     }
@@ -209,6 +235,8 @@ impl Output {
     pub fn finish(&self, status: StatusInfo) {
         let mut st = self.lock();
         st.accepting = false;
+        st.status = status.status;
+        st.finished = true;
         st.final_status = Some(status);
         st.file = None;
         if st.emitter.take().is_some() {
@@ -216,10 +244,22 @@ impl Output {
         }
     }
 
-    /// Starts following at byte `from` (None: from now on).
-    pub fn subscribe(self: &Arc<Self>, from: Option<u64>) -> Follow {
+    /// A follower's receiver was dropped: remove the emitter if that was the
+    /// last one (it is created again by the next subscribe).
+    pub fn release_emitter_if_unused(&self) {
         let mut st = self.lock();
-        let rx = if st.final_status.is_some() {
+        if st.emitter.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
+            st.emitter = None;
+            self.emitters.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Starts following at byte `from` (None: from now on). `current` is the
+    /// record's status event now, used if the process is already finished.
+    pub fn subscribe(self: &Arc<Self>, from: Option<u64>, current: StatusInfo) -> Follow {
+        let mut st = self.lock();
+        let finished = st.finished;
+        let rx = if finished {
             None
         } else {
             let tx = st.emitter.get_or_insert_with(|| {
@@ -229,16 +269,23 @@ impl Output {
             Some(tx.subscribe())
         };
         let pos = from.map_or(st.total, |n| n.min(st.total));
-        let follow = Follow {
-            output: self.clone(),
-            path: st.path.clone(),
+        let final_status = finished.then(|| {
+            if current.status.is_terminal() {
+                current
+            } else {
+                // Deleted while running: the record never became terminal.
+                st.final_status.clone().unwrap_or(current)
+            }
+        });
+        let follow = Follow::new(
+            self.clone(),
+            st.path.clone(),
             pos,
-            replay_end: st.stored.max(pos),
-            gap_to: st.total,
-            held: None,
+            st.stored.max(pos),
+            st.total,
             rx,
-            done: false,
-        };
+            final_status,
+        );
         drop(st);
         follow
     }
@@ -333,201 +380,6 @@ pub(crate) fn log_sizes(dir: &Path) -> Result<std::collections::HashMap<String, 
         sizes.insert(id.to_owned(), len);
     }
     Ok(sizes)
-}
-
-/// A follower: replays stored output from where it asked, then goes live,
-/// catching up from the log whenever it falls behind the emitter, and ends
-/// with the process's final status. Dropping it unsubscribes at once and
-/// removes the emitter if it was the last follower.
-pub struct Follow {
-    output: Arc<Output>,
-    path: PathBuf,
-    /// Next byte offset to deliver.
-    pos: u64,
-    /// Stored output below this offset is read from the log before going
-    /// (back) to the receiver.
-    replay_end: u64,
-    /// After the replay, output up to here was never stored and is reported
-    /// as skipped before `held` is delivered.
-    gap_to: u64,
-    /// A live chunk that arrived ahead of `pos`, delivered after catch-up.
-    held: Option<Arc<Chunk>>,
-    rx: Option<broadcast::Receiver<Arc<Chunk>>>,
-    done: bool,
-}
-
-impl Follow {
-    /// The next event, or None after the final status.
-    pub async fn next(&mut self) -> Option<FollowEvent> {
-        loop {
-            if let Some(ev) = self.next_ready() {
-                return Some(ev);
-            }
-            if self.pos < self.replay_end {
-                match self.read_block().await {
-                    Ok(Some(ev)) => return Some(ev),
-                    Ok(None) => continue,
-                    Err(e) => {
-                        // The log vanished (the process was deleted) or
-                        // cannot be read: nothing more can be replayed.
-                        tracing::debug!(%e, path = %self.path.display(), "output log unreadable while following");
-                        self.replay_end = self.pos;
-                        continue;
-                    }
-                }
-            }
-            if self.done {
-                return None;
-            }
-            match self.rx.as_mut() {
-                None => return self.finish(),
-                Some(rx) => match rx.recv().await {
-                    Ok(chunk) => {
-                        if let Some(ev) = self.accept(chunk) {
-                            return Some(ev);
-                        }
-                    }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(),
-                    Err(broadcast::error::RecvError::Closed) => {
-                        self.rx = None;
-                        self.catch_up();
-                    }
-                },
-            }
-        }
-    }
-
-    /// An event that is ready without waiting, if any: used to batch every
-    /// ready event into one write. Never reads the log (that needs a
-    /// blocking task) and never ends the stream.
-    pub fn try_next(&mut self) -> Option<FollowEvent> {
-        loop {
-            if let Some(ev) = self.next_ready() {
-                return Some(ev);
-            }
-            if self.pos < self.replay_end || self.done {
-                return None;
-            }
-            let rx = self.rx.as_mut()?;
-            match rx.try_recv() {
-                Ok(chunk) => {
-                    if let Some(ev) = self.accept(chunk) {
-                        return Some(ev);
-                    }
-                }
-                Err(broadcast::error::TryRecvError::Empty) => return None,
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up(),
-                Err(broadcast::error::TryRecvError::Closed) => {
-                    self.rx = None;
-                    self.catch_up();
-                }
-            }
-        }
-    }
-
-    /// Byte offset of the next byte this follower will deliver.
-    pub fn position(&self) -> u64 {
-        self.pos
-    }
-
-    /// The gap report or held chunk that follows a finished catch-up.
-    fn next_ready(&mut self) -> Option<FollowEvent> {
-        if self.pos < self.replay_end {
-            return None;
-        }
-        if self.pos < self.gap_to {
-            let ev = FollowEvent::Lagged {
-                from: self.pos,
-                to: self.gap_to,
-            };
-            self.pos = self.gap_to;
-            return Some(ev);
-        }
-        let chunk = self.held.take()?;
-        self.accept(chunk)
-    }
-
-    /// Decides what to do with a live chunk: skip it (already delivered by
-    /// the replay), deliver it, or hold it while the gap before it is
-    /// filled from the log.
-    fn accept(&mut self, chunk: Arc<Chunk>) -> Option<FollowEvent> {
-        if chunk.offset <= self.pos {
-            return None;
-        }
-        let start = chunk.start();
-        if start > self.pos {
-            let stored = self.output.lock().stored;
-            self.replay_end = stored.min(start).max(self.pos);
-            self.gap_to = start;
-            self.held = Some(chunk);
-            return None;
-        }
-        if start < self.pos {
-            // Only possible after a replay that began inside this chunk.
-            let skip = (self.pos - start) as usize;
-            let rest = chunk.content.get(skip..)?;
-            self.pos = chunk.offset;
-            return Some(FollowEvent::Chunk(Arc::new(Chunk::new(
-                chunk.offset,
-                rest.to_owned(),
-                chunk.stream,
-            ))));
-        }
-        self.pos = chunk.offset;
-        Some(FollowEvent::Chunk(chunk))
-    }
-
-    /// After a lag or the end of the live part: replay the log up to what is
-    /// stored now; anything beyond that which went by is a gap.
-    fn catch_up(&mut self) {
-        let st = self.output.lock();
-        self.replay_end = st.stored.max(self.pos);
-        if self.rx.is_none() {
-            // Finished: whatever was emitted but not stored is gone.
-            self.gap_to = st.total;
-        }
-    }
-
-    async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
-        let (path, from, to) = (self.path.clone(), self.pos, self.replay_end);
-        let bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
-            .await
-            .map_err(io::Error::other)??;
-        if bytes.is_empty() {
-            // The log is shorter than the index says: stop replaying.
-            self.replay_end = self.pos;
-            return Ok(None);
-        }
-        self.pos += bytes.len() as u64;
-        let content = match String::from_utf8(bytes) {
-            Ok(s) => s,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
-        Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(self.pos, content, None)))))
-    }
-
-    fn finish(&mut self) -> Option<FollowEvent> {
-        self.done = true;
-        let status = self.output.lock().final_status.clone()?;
-        Some(FollowEvent::Status(status))
-    }
-
-    /// The stream form of [`Follow::next`].
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = FollowEvent> + Send {
-        futures_util::stream::unfold(self, |mut f| async move { f.next().await.map(|ev| (ev, f)) })
-    }
-}
-
-impl Drop for Follow {
-    fn drop(&mut self) {
-        if self.rx.take().is_some() {
-            let mut st = self.output.lock();
-            if st.emitter.as_ref().is_some_and(|tx| tx.receiver_count() == 0) {
-                st.emitter = None;
-                self.output.emitters.fetch_sub(1, Ordering::Relaxed);
-            }
-        }
-    }
 }
 
 #[cfg(test)]

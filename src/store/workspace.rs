@@ -84,11 +84,15 @@ impl FileProcessStore {
     }
 
     async fn delete_workspace_inner(self: Arc<Self>, id: &str, cascade: bool) -> Result<()> {
-        let w = self.get_workspace(id)?;
+        self.get_workspace(id)?;
         if id == DEFAULT_WORKSPACE {
             return Err(StoreError::DefaultWorkspace);
         }
         let _guard = self.ws_guard.write().await;
+        // Look again under the guard: a concurrent delete may have removed
+        // it while this one waited (regression: both then succeeded and
+        // both published workspace-removed).
+        let w = self.get_workspace(id)?;
         let procs = self.processes_where(|p| p.workspace == id);
         if !procs.is_empty() && !cascade {
             return Err(StoreError::WorkspaceNotEmpty {

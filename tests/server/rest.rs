@@ -255,13 +255,58 @@ async fn commands_run_with_allow_exec() {
     let id = p["id"].as_str().unwrap();
     let (content, events) = follow_all(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
     let status = events.iter().find(|e| e.name() == "status").unwrap().json();
-    if status["error"].as_str().is_some_and(|e| e.contains("not available")) {
-        // The runner is still the placeholder in this build: the record
-        // must still end, failed, saying why.
-        assert_eq!(status["status"], "failed");
-        return;
-    }
-    assert_eq!(status["status"], "completed");
+    assert_eq!(status["status"], "completed", "{status}");
     assert_eq!(status["exit_code"], 0);
     assert_eq!(content, "hi\n");
+
+    // A running command is cancelled through the runner.
+    let p = create(s.addr, json!({"name": "sleeper", "command": ["sleep", "30"]})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut follow = crate::helper::sse::SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    let r = http::call(
+        s.addr,
+        http::Method::POST,
+        &format!("/api/processes/{id}/cancel"),
+        &[],
+        "",
+    )
+    .await;
+    r.expect(200);
+    assert_eq!(r.json()["status"], "cancelled");
+    let end = follow.rest().await;
+    assert_eq!(end.iter().map(|e| e.name()).collect::<Vec<_>>(), ["status", "done"]);
+    assert_eq!(end[0].json()["status"], "cancelled");
+}
+
+#[tokio::test]
+async fn chunks_of_server_run_commands_say_which_stream() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        allow_exec: true,
+        ..Default::default()
+    })
+    .await;
+    let gate = s.dir.path().join("gate");
+    let script = format!(
+        "while [ ! -f '{}' ]; do sleep 0.01; done; echo out; sleep 0.05; echo err >&2",
+        gate.display()
+    );
+    let p = create(s.addr, json!({"name": "streams", "command": ["sh", "-c", script]})).await;
+    let id = p["id"].as_str().unwrap();
+    // Subscribed (the 200 is back) before the command may print anything.
+    let mut r = crate::helper::sse::SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    std::fs::write(&gate, "").unwrap();
+    let events = r.rest().await;
+    let chunks: Vec<serde_json::Value> = events
+        .iter()
+        .filter(|e| e.name() == "chunk")
+        .map(|e| e.json())
+        .collect();
+    assert_eq!(
+        chunks,
+        [
+            json!({"content": "out\n", "stream": "stdout"}),
+            json!({"content": "err\n", "stream": "stderr"})
+        ]
+    );
+    assert_eq!(events.last().unwrap().name(), "done");
 }

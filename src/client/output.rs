@@ -1,0 +1,259 @@
+//! How the CLI prints: the `ls` table, ages and durations, colours, and
+//! the live status line. Colour and the status line are used only when
+//! stdout is a terminal; piped output stays plain and parseable.
+
+use std::io::{IsTerminal, Write};
+use std::time::Instant;
+
+use crate::model::{Process, Status, Timestamp};
+
+/// Longest name shown in the `ls` table (longer ones end with `…`).
+pub const NAME_WIDTH: usize = 40;
+
+/// Whether stdout is a terminal (colour, status line).
+pub fn stdout_is_terminal() -> bool {
+    std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// ANSI colour of a status.
+fn status_color(s: Status) -> &'static str {
+    match s {
+        Status::Queued => "\x1b[2m",
+        Status::Running => "\x1b[36m",
+        Status::Completed => "\x1b[32m",
+        Status::Failed => "\x1b[31m",
+        Status::Cancelled => "\x1b[33m",
+    }
+}
+
+/// `text` in the colour of `status` when `color` is on.
+pub fn paint(text: &str, status: Status, color: bool) -> String {
+    if color {
+        format!("{}{text}\x1b[0m", status_color(status))
+    } else {
+        text.to_owned()
+    }
+}
+
+/// A short human age: `42s`, `5m`, `3h`, `2d`.
+pub fn short_age(secs: i64) -> String {
+    let s = secs.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// The duration column: the record's own once finished, the time so far
+/// while running, `-` before it started.
+pub fn duration_cell(p: &Process, now: Timestamp) -> String {
+    if let Some(d) = &p.duration {
+        return d.clone();
+    }
+    match (p.status, p.started_at) {
+        (Status::Running, Some(start)) => {
+            let ms = (now - start).num_milliseconds().max(0) as u64;
+            crate::model::format_duration(ms / 1000 * 1000)
+        }
+        _ => "-".to_owned(),
+    }
+}
+
+fn truncate(s: &str, width: usize) -> String {
+    let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    if one_line.chars().count() <= width {
+        one_line
+    } else {
+        let mut t: String = one_line.chars().take(width - 1).collect();
+        t.push('…');
+        t
+    }
+}
+
+/// The `ls` table: id, name, status, age, duration; columns aligned.
+pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> String {
+    let header = ["ID", "NAME", "STATUS", "AGE", "DURATION"];
+    let rows: Vec<(Status, [String; 5])> = processes
+        .iter()
+        .map(|p| {
+            (
+                p.status,
+                [
+                    p.id.clone(),
+                    truncate(&p.name, NAME_WIDTH),
+                    p.status.to_string(),
+                    short_age((now - p.created_at).num_seconds()),
+                    duration_cell(p, now),
+                ],
+            )
+        })
+        .collect();
+    let mut widths = header.map(|h| h.chars().count());
+    for (_, cells) in &rows {
+        for (w, c) in widths.iter_mut().zip(cells) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String; 5], status: Option<Status>| {
+        let mut out = String::new();
+        for (i, (c, w)) in cells.iter().zip(widths).enumerate() {
+            let last = i == cells.len() - 1;
+            let padded = if last {
+                c.clone()
+            } else {
+                format!("{c}{}  ", " ".repeat(w - c.chars().count()))
+            };
+            match status {
+                Some(s) if i == 2 => out.push_str(&paint(&padded, s, color)),
+                _ => out.push_str(&padded),
+            }
+        }
+        out.trim_end().to_owned()
+    };
+    let mut out = line(&header.map(str::to_owned), None);
+    out.push('\n');
+    for (status, cells) in &rows {
+        out.push_str(&line(cells, Some(*status)));
+        out.push('\n');
+    }
+    out
+}
+
+/// The one-line summary printed when a followed process ends (terminal only).
+pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
+    let mut s = format!("{}", info.status);
+    if let Some(d) = &info.duration {
+        s.push_str(&format!(" in {d}"));
+    }
+    if let Some(code) = info.exit_code {
+        s.push_str(&format!(" (exit code {code})"));
+    }
+    if let Some(e) = &info.error
+        && info.exit_code.is_none_or(|c| e != &format!("exited with code {c}"))
+    {
+        s.push_str(&format!(": {e}"));
+    }
+    paint(&format!("● {s}"), info.status, color)
+}
+
+/// A status line kept at the bottom of the terminal while output scrolls
+/// above it. Disabled (every call a no-op) when stdout is not a terminal.
+pub struct StatusLine {
+    enabled: bool,
+    shown: bool,
+    /// The last output ended with a newline (the line can be drawn).
+    at_line_start: bool,
+    started: Instant,
+    label: String,
+}
+
+impl StatusLine {
+    pub fn new(enabled: bool, label: impl Into<String>) -> Self {
+        StatusLine {
+            enabled,
+            shown: false,
+            at_line_start: true,
+            started: Instant::now(),
+            label: label.into(),
+        }
+    }
+
+    pub fn set_label(&mut self, label: impl Into<String>) {
+        self.label = label.into();
+        self.draw();
+    }
+
+    /// Erases the line (before output is written).
+    pub fn clear(&mut self) {
+        if self.enabled && self.shown {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(b"\r\x1b[2K");
+            let _ = out.flush();
+            self.shown = false;
+        }
+    }
+
+    /// Records what the output just written ended with.
+    pub fn wrote(&mut self, text: &str) {
+        if let Some(last) = text.chars().last() {
+            self.at_line_start = last == '\n';
+        }
+    }
+
+    /// (Re)draws the line, unless the output left a line unfinished.
+    pub fn draw(&mut self) {
+        if !self.enabled || !self.at_line_start {
+            return;
+        }
+        let secs = self.started.elapsed().as_secs();
+        let mut out = std::io::stdout().lock();
+        let _ = write!(
+            out,
+            "\r\x1b[2K\x1b[2m… {} {}\x1b[0m",
+            self.label,
+            short_age(secs as i64)
+        );
+        let _ = out.flush();
+        self.shown = true;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::Duration;
+
+    fn proc(id: &str, name: &str, status: Status, created: Timestamp) -> Process {
+        Process {
+            id: id.into(),
+            workspace: "default".into(),
+            name: name.into(),
+            status,
+            created_at: created,
+            updated_at: created,
+            started_at: Some(created),
+            ended_at: None,
+            duration: status.is_terminal().then(|| "2m 34s".to_owned()),
+            result: None,
+            error: None,
+            metadata: Default::default(),
+            command: None,
+            exit_code: None,
+            output_bytes: 0,
+            output_truncated: false,
+        }
+    }
+
+    #[test]
+    fn ages_are_short() {
+        assert_eq!(short_age(5), "5s");
+        assert_eq!(short_age(125), "2m");
+        assert_eq!(short_age(7300), "2h");
+        assert_eq!(short_age(90000), "1d");
+        assert_eq!(short_age(-3), "0s");
+    }
+
+    #[test]
+    fn the_table_is_aligned_and_plain_without_colour() {
+        let now = crate::model::now();
+        let ps = [
+            proc("01AAA", "build the thing", Status::Running, now - Duration::seconds(90)),
+            proc("02B", "t", Status::Failed, now - Duration::hours(3)),
+        ];
+        let table = process_table(&ps, now, false);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines[0], "ID     NAME             STATUS   AGE  DURATION");
+        assert_eq!(lines[1], "01AAA  build the thing  running  1m   1m 30s");
+        assert_eq!(lines[2], "02B    t                failed   3h   2m 34s");
+        assert!(!table.contains('\x1b'));
+        assert!(process_table(&ps, now, true).contains("\x1b[31m"));
+    }
+
+    #[test]
+    fn long_names_are_cut() {
+        assert_eq!(truncate(&"x".repeat(50), 10).chars().count(), 10);
+        assert_eq!(truncate("a\nb", 10), "a b");
+    }
+}

@@ -1,0 +1,508 @@
+//! What an editor extension needs: a workspace identity derived from the
+//! folder it has open, and [`WorkspaceClient`]: submit / update / remove
+//! that keep working while the server is away (the [`OfflineQueue`]).
+//!
+//! # Offline rules
+//! * Once a request finds the server unreachable, the client is offline:
+//!   that request and every later one go to the queue file, in order, and
+//!   no request is attempted until [`WorkspaceClient::flush`].
+//! * A client opened on a non-empty queue starts offline (the queue must
+//!   drain first, or order would break).
+//! * `flush` sends the queue front to back, removing each entry from the
+//!   file only once the server acknowledged it. A create answered 409 with
+//!   the stored record was delivered by an earlier, interrupted flush; a
+//!   remove answered 404 is done too. Any other refusal (400, a 409 on a
+//!   status move) cannot succeed by retrying: the entry is dropped and
+//!   reported in [`FlushReport::rejected`].
+
+use std::collections::HashMap;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+
+use super::api::Client;
+use super::error::ClientError;
+use super::queue::{OfflineQueue, QueuedOp};
+use crate::model::{NewProcess, NewWorkspace, Process, ProcessPatch, Status};
+
+/// A workspace id derived from a folder: `ws-` and 16 hex digits of the
+/// SHA-256 of the canonical path. Same folder, same id, on every run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkspaceIdentity {
+    pub id: String,
+    /// The folder's name, for display.
+    pub name: String,
+    /// The canonical path the id was derived from.
+    pub root_path: PathBuf,
+}
+
+impl WorkspaceIdentity {
+    /// The identity of `folder`. The path is canonicalised (symlinks,
+    /// `..`, `.`, trailing slashes resolved); a folder that does not exist
+    /// is normalised lexically against the current directory instead.
+    pub fn for_path(folder: impl AsRef<Path>) -> Result<Self, ClientError> {
+        let folder = folder.as_ref();
+        let root = match folder.canonicalize() {
+            Ok(p) => p,
+            Err(_) => {
+                let abs = if folder.is_absolute() {
+                    folder.to_path_buf()
+                } else {
+                    std::env::current_dir()
+                        .map_err(ClientError::io("read current folder", "."))?
+                        .join(folder)
+                };
+                normalize_lexically(&abs)
+            }
+        };
+        Ok(Self::from_canonical(root))
+    }
+
+    fn from_canonical(root: PathBuf) -> Self {
+        use std::os::unix::ffi::OsStrExt;
+        let digest = Sha256::digest(root.as_os_str().as_bytes());
+        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+        let name = root
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| root.display().to_string());
+        WorkspaceIdentity {
+            id: format!("ws-{hex}"),
+            name,
+            root_path: root,
+        }
+    }
+
+    /// The body that registers this workspace.
+    pub fn registration(&self) -> NewWorkspace {
+        NewWorkspace {
+            id: Some(self.id.clone()),
+            name: self.name.clone(),
+            root_path: Some(self.root_path.display().to_string()),
+        }
+    }
+
+    /// Where this workspace's offline queue lives by default:
+    /// `DATA/queue/<id>.jsonl` under the user's data folder.
+    pub fn default_queue_path(&self) -> PathBuf {
+        super::default_data_dir()
+            .join("queue")
+            .join(format!("{}.jsonl", self.id))
+    }
+}
+
+/// Resolves `.` and `..` without touching the file system.
+fn normalize_lexically(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir => {}
+            other => out.push(other),
+        }
+    }
+    out
+}
+
+/// What became of a submit, update or remove.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    /// The server has it; this is the record it answered with.
+    Sent(Box<Process>),
+    /// The server is unreachable: kept in the offline queue.
+    Queued,
+    /// An update that changed nothing: no request was needed.
+    Unchanged,
+    /// A remove the server acknowledged (or that found nothing to remove).
+    Removed,
+}
+
+/// What a flush did.
+#[derive(Debug, Default)]
+pub struct FlushReport {
+    /// Entries the server acknowledged (including 409-existing creates).
+    pub sent: usize,
+    /// Entries the server refused for good, with the reason; dropped.
+    pub rejected: Vec<(QueuedOp, ClientError)>,
+    /// Entries still queued: the server went away again mid-flush.
+    pub remaining: usize,
+}
+
+/// The last state of a process this client knows, to send only changes.
+#[derive(Debug, Clone, Default)]
+struct Known {
+    name: Option<String>,
+    status: Option<Status>,
+    result: Option<Value>,
+    error: Option<String>,
+    metadata: Map<String, Value>,
+    exit_code: Option<i32>,
+}
+
+impl Known {
+    fn from_record(p: &Process) -> Self {
+        Known {
+            name: Some(p.name.clone()),
+            status: Some(p.status),
+            result: p.result.clone(),
+            error: p.error.clone(),
+            metadata: p.metadata.clone(),
+            exit_code: p.exit_code,
+        }
+    }
+
+    fn from_new(p: &NewProcess) -> Self {
+        Known {
+            name: Some(p.name.clone()),
+            status: Some(p.status.unwrap_or_default()),
+            result: p.result.clone(),
+            error: p.error.clone(),
+            metadata: p.metadata.clone().unwrap_or_default(),
+            exit_code: p.exit_code,
+        }
+    }
+
+    /// `desired` minus what is already so.
+    fn diff(&self, desired: ProcessPatch) -> ProcessPatch {
+        let same_result = |v: &Value| match &self.result {
+            None => v.is_null(),
+            Some(r) => r == v,
+        };
+        ProcessPatch {
+            name: desired.name.filter(|n| self.name.as_ref() != Some(n)),
+            status: desired.status.filter(|s| self.status != Some(*s)),
+            result: desired.result.filter(|v| !same_result(v)),
+            error: desired.error.filter(|e| *e != self.error),
+            exit_code: desired.exit_code.filter(|c| *c != self.exit_code),
+            metadata: desired.metadata.and_then(|m| match m {
+                Value::Object(m) => {
+                    let changed: Map<String, Value> = m
+                        .into_iter()
+                        .filter(|(k, v)| match (self.metadata.get(k), v) {
+                            (None, Value::Null) => false,
+                            (Some(old), v) => old != v,
+                            (None, _) => true,
+                        })
+                        .collect();
+                    (!changed.is_empty()).then_some(Value::Object(changed))
+                }
+                Value::Null if self.metadata.is_empty() => None,
+                other => Some(other),
+            }),
+        }
+    }
+
+    /// Applies a patch that was sent or queued.
+    fn apply(&mut self, patch: &ProcessPatch) {
+        if let Some(n) = &patch.name {
+            self.name = Some(n.clone());
+        }
+        if let Some(s) = patch.status {
+            self.status = Some(s);
+        }
+        if let Some(r) = &patch.result {
+            self.result = (!r.is_null()).then(|| r.clone());
+        }
+        if let Some(e) = &patch.error {
+            self.error = e.clone();
+        }
+        if let Some(c) = patch.exit_code {
+            self.exit_code = c;
+        }
+        if let Some(m) = &patch.metadata {
+            let mut merged = Value::Object(std::mem::take(&mut self.metadata));
+            crate::model::merge_patch(&mut merged, m);
+            self.metadata = match merged {
+                Value::Object(m) => m,
+                _ => Map::new(),
+            };
+        }
+    }
+}
+
+fn is_empty_patch(p: &ProcessPatch) -> bool {
+    *p == ProcessPatch::default()
+}
+
+/// State of a [`WorkspaceClient`] between calls.
+struct State {
+    /// Requests go to the queue without being attempted.
+    offline: bool,
+    /// The workspace is registered on the server (since the last
+    /// reconnect; registering again is harmless).
+    registered: bool,
+    known: HashMap<String, Known>,
+}
+
+/// The client an editor extension keeps for one open workspace.
+pub struct WorkspaceClient {
+    client: Client,
+    identity: WorkspaceIdentity,
+    /// The queue file. std Mutex, held by a `spawn_blocking` task while it
+    /// locks, reads and rewrites the file, and on the async side only to
+    /// copy the in-memory entries; never across an `.await`. The async side
+    /// cannot wait long: every blocking task is awaited under `state`
+    /// before the next operation starts.
+    queue: Arc<Mutex<OfflineQueue>>,
+    /// Serialises submit/update/remove/flush so requests keep the order in
+    /// which they were made. tokio Mutex: held across the HTTP request.
+    state: tokio::sync::Mutex<State>,
+}
+
+impl WorkspaceClient {
+    /// A client for the workspace at `folder`, keeping its offline queue in
+    /// `queue_path`. Nothing is sent yet.
+    pub fn open(client: Client, folder: impl AsRef<Path>, queue_path: impl Into<PathBuf>) -> Result<Self, ClientError> {
+        let identity = WorkspaceIdentity::for_path(folder)?;
+        Self::with_identity(client, identity, queue_path)
+    }
+
+    pub fn with_identity(
+        client: Client,
+        identity: WorkspaceIdentity,
+        queue_path: impl Into<PathBuf>,
+    ) -> Result<Self, ClientError> {
+        let queue = OfflineQueue::open(queue_path)?;
+        let offline = !queue.is_empty();
+        Ok(WorkspaceClient {
+            client,
+            identity,
+            queue: Arc::new(Mutex::new(queue)),
+            state: tokio::sync::Mutex::new(State {
+                offline,
+                registered: false,
+                known: HashMap::new(),
+            }),
+        })
+    }
+
+    pub fn identity(&self) -> &WorkspaceIdentity {
+        &self.identity
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Whether requests currently go to the queue.
+    pub async fn is_offline(&self) -> bool {
+        self.state.lock().await.offline
+    }
+
+    /// The queued requests, in order (as of this client's last queue
+    /// operation).
+    pub fn queued(&self) -> Vec<QueuedOp> {
+        self.lock_queue().entries().iter().map(|e| e.op.clone()).collect()
+    }
+
+    fn lock_queue(&self) -> std::sync::MutexGuard<'_, OfflineQueue> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Registers a process in this workspace. The id is chosen here (a
+    /// ULID) unless given, so a create retried from the queue is safe.
+    pub async fn submit(&self, mut new: NewProcess) -> Result<(String, Delivery), ClientError> {
+        let id = new.id.get_or_insert_with(crate::model::new_id).clone();
+        new.workspace = Some(self.identity.id.clone());
+        let mut st = self.state.lock().await;
+        st.known.insert(id.clone(), Known::from_new(&new));
+        let delivery = self.deliver(&mut st, QueuedOp::Create { process: new }).await?;
+        if let Delivery::Sent(p) = &delivery {
+            st.known.insert(id.clone(), Known::from_record(p));
+        }
+        Ok((id, delivery))
+    }
+
+    /// Updates a process, sending only the fields that differ from what
+    /// this client last sent or saw (nothing at all if none do).
+    pub async fn update(&self, id: &str, desired: ProcessPatch) -> Result<Delivery, ClientError> {
+        let mut st = self.state.lock().await;
+        let patch = match st.known.get(id) {
+            Some(k) => k.diff(desired),
+            None => desired,
+        };
+        if is_empty_patch(&patch) {
+            return Ok(Delivery::Unchanged);
+        }
+        let delivery = self
+            .deliver(
+                &mut st,
+                QueuedOp::Update {
+                    id: id.to_owned(),
+                    patch: patch.clone(),
+                },
+            )
+            .await?;
+        match &delivery {
+            Delivery::Sent(p) => {
+                st.known.insert(id.to_owned(), Known::from_record(p));
+            }
+            _ => st.known.entry(id.to_owned()).or_default().apply(&patch),
+        }
+        Ok(delivery)
+    }
+
+    /// Removes a process; one that does not exist counts as removed.
+    pub async fn remove(&self, id: &str) -> Result<Delivery, ClientError> {
+        let mut st = self.state.lock().await;
+        st.known.remove(id);
+        self.deliver(&mut st, QueuedOp::Remove { id: id.to_owned() }).await
+    }
+
+    /// Sends `op` now, or queues it if offline (or it turns out so).
+    async fn deliver(&self, st: &mut State, op: QueuedOp) -> Result<Delivery, ClientError> {
+        if !st.offline {
+            match self.send(st, &op).await {
+                Err(e) if e.is_offline() => {
+                    tracing::info!(err = %e, "server unreachable; queueing requests until flush");
+                    st.offline = true;
+                }
+                other => return other,
+            }
+        }
+        self.enqueue(op).await?;
+        Ok(Delivery::Queued)
+    }
+
+    /// Runs `f` on the queue on the blocking pool (it locks, reads and
+    /// rewrites the file).
+    async fn with_queue<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut OfflineQueue) -> Result<T, ClientError> + Send + 'static,
+    ) -> Result<T, ClientError> {
+        let queue = self.queue.clone();
+        tokio::task::spawn_blocking(move || f(&mut queue.lock().unwrap_or_else(|e| e.into_inner())))
+            .await
+            .map_err(|e| ClientError::Invalid(format!("queue task failed: {e}")))?
+    }
+
+    async fn enqueue(&self, op: QueuedOp) -> Result<u64, ClientError> {
+        self.with_queue(move |q| q.push(op)).await
+    }
+
+    /// One request, with the workspace registered first if needed.
+    async fn send(&self, st: &mut State, op: &QueuedOp) -> Result<Delivery, ClientError> {
+        if !st.registered {
+            self.client.create_workspace(&self.identity.registration()).await?;
+            st.registered = true;
+        }
+        match op {
+            QueuedOp::Create { process } => match self.client.create_process(process).await {
+                Ok(p) => Ok(Delivery::Sent(Box::new(p))),
+                Err(ClientError::Api {
+                    status: 409,
+                    existing: Some(p),
+                    ..
+                }) if p.workspace == self.identity.id => Ok(Delivery::Sent(p)),
+                Err(e) => Err(e),
+            },
+            QueuedOp::Update { id, patch } => {
+                let p = self.client.update_process(id, patch).await?;
+                Ok(Delivery::Sent(Box::new(p)))
+            }
+            QueuedOp::Remove { id } => match self.client.delete_process(id).await {
+                Ok(()) => Ok(Delivery::Removed),
+                Err(e) if e.is_not_found() => Ok(Delivery::Removed),
+                Err(e) => Err(e),
+            },
+        }
+    }
+
+    /// Sends the queued requests in order, each exactly once; the client
+    /// is online again when the queue is empty.
+    pub async fn flush(&self) -> Result<FlushReport, ClientError> {
+        let mut st = self.state.lock().await;
+        let mut report = FlushReport::default();
+        // A new server may not know the workspace yet.
+        st.registered = false;
+        loop {
+            // Re-read: another window on this workspace may have changed it.
+            let front = self.with_queue(|q| q.reload().map(|()| q.front().cloned())).await?;
+            let Some(entry) = front else {
+                break;
+            };
+            match self.send(&mut st, &entry.op).await {
+                Ok(delivery) => {
+                    if let Delivery::Sent(p) = &delivery {
+                        st.known.insert(p.id.clone(), Known::from_record(p));
+                    }
+                    report.sent += 1;
+                }
+                Err(e) if e.is_offline() => {
+                    st.offline = true;
+                    report.remaining = self.lock_queue().len();
+                    return Ok(report);
+                }
+                Err(e) => {
+                    tracing::warn!(err = %e, op = ?entry.op, "the server refused a queued request; dropping it");
+                    report.rejected.push((entry.op.clone(), e));
+                }
+            }
+            self.with_queue(move |q| q.remove(entry.seq)).await?;
+        }
+        st.offline = false;
+        Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_stable_and_valid() {
+        let a = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/project"));
+        let b = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/project"));
+        let c = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/other"));
+        assert_eq!(a, b);
+        assert_ne!(a.id, c.id);
+        assert_eq!(a.id.len(), 3 + 16);
+        crate::model::validate_id(&a.id).unwrap();
+        assert_eq!(a.name, "project");
+    }
+
+    #[test]
+    fn missing_folders_are_normalised_lexically() {
+        let a = WorkspaceIdentity::for_path("/nonexistent-prochub/x/../y/").unwrap();
+        let b = WorkspaceIdentity::for_path("/nonexistent-prochub/y").unwrap();
+        assert_eq!(a, b);
+    }
+
+    #[test]
+    fn updates_keep_only_changes() {
+        let mut k = Known {
+            name: Some("build".into()),
+            status: Some(Status::Running),
+            metadata: serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap(),
+            ..Default::default()
+        };
+        let desired = ProcessPatch {
+            name: Some("build".into()),
+            status: Some(Status::Completed),
+            result: Some(Value::Null),
+            error: Some(None),
+            metadata: Some(serde_json::json!({"a": 1, "b": 3, "c": null})),
+            exit_code: None,
+        };
+        let diff = k.diff(desired);
+        assert_eq!(
+            diff,
+            ProcessPatch {
+                status: Some(Status::Completed),
+                metadata: Some(serde_json::json!({"b": 3})),
+                ..Default::default()
+            }
+        );
+        k.apply(&diff);
+        let again = k.diff(ProcessPatch {
+            status: Some(Status::Completed),
+            metadata: Some(serde_json::json!({"b": 3})),
+            ..Default::default()
+        });
+        assert!(is_empty_patch(&again));
+    }
+}

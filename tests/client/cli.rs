@@ -1,0 +1,265 @@
+//! The CLI end to end: the real binary as server and as client.
+
+use std::process::Output;
+
+use prochub::model::{Process, Status};
+
+use crate::helper::client::{ServerProc, WAIT, free_port, prochub};
+
+/// Runs `prochub ARGS` to completion.
+async fn cli(args: &[&str]) -> Output {
+    let mut cmd = prochub();
+    cmd.args(args);
+    tokio::time::timeout(WAIT, cmd.output())
+        .await
+        .expect("the command ends in time")
+        .expect("run prochub")
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn run_ls_follow_show_rm_against_a_served_folder() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let url = server.url.as_str();
+
+    let out = cli(&[
+        "run",
+        "--server",
+        url,
+        "--name",
+        "three",
+        "--",
+        "sh",
+        "-c",
+        "echo out; echo err >&2; exit 3",
+    ])
+    .await;
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "exits with the command's code; stderr: {}",
+        text(&out.stderr)
+    );
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    let both = format!("{stdout}{stderr}");
+    assert!(
+        both.contains("out\n") && both.contains("err\n"),
+        "stdout {stdout:?} stderr {stderr:?}"
+    );
+    assert!(!stdout.contains('\x1b'), "no colour when piped");
+
+    // ls: a table with the failed run; --json parses.
+    let out = cli(&["ls", "--server", url]).await;
+    assert!(out.status.success());
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert!(lines[0].starts_with("ID") && lines[0].contains("STATUS"), "{table}");
+    assert!(lines[1].contains("three") && lines[1].contains("failed"), "{table}");
+    let out = cli(&["ls", "--server", url, "--json"]).await;
+    let listed: Vec<Process> = serde_json::from_slice(&out.stdout).expect("ls --json is JSON");
+    assert_eq!(listed.len(), 1);
+    let p = &listed[0];
+    assert_eq!((p.status, p.exit_code), (Status::Failed, Some(3)));
+    let out = cli(&["ls", "--server", url, "--status", "completed", "--json"]).await;
+    assert_eq!(serde_json::from_slice::<Vec<Process>>(&out.stdout).unwrap().len(), 0);
+
+    // follow of a finished process prints its output and exits 0.
+    let out = cli(&["follow", "--server", url, &p.id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let followed = format!("{}{}", text(&out.stdout), text(&out.stderr));
+    assert!(followed.contains("out\n") && followed.contains("err\n"), "{followed:?}");
+    let out = cli(&["follow", "--server", url, "--from-start", &p.id]).await;
+    assert_eq!(out.status.code(), Some(0));
+
+    // show: the record as JSON. rm: gone; rm again: a clear error.
+    let out = cli(&["show", "--server", url, &p.id]).await;
+    let shown: Process = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(shown.id, p.id);
+    let out = cli(&["rm", "--server", url, &p.id]).await;
+    assert!(out.status.success());
+    let out = cli(&["rm", "--server", url, &p.id]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("not found"), "{}", text(&out.stderr));
+
+    // The address comes from DATA/server.json when --server is absent.
+    let data_arg = data.path().to_str().unwrap();
+    let out = cli(&["submit", "--data", data_arg, "pushed by hand"]).await;
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let id = text(&out.stdout).trim().to_owned();
+    let out = cli(&["show", "--data", data_arg, &id]).await;
+    let shown: Process = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((shown.name.as_str(), shown.status), ("pushed by hand", Status::Running));
+
+    // prune never removes running ones.
+    let out = cli(&["prune", "--server", url, "--max-count", "0"]).await;
+    assert_eq!(text(&out.stdout), "removed 0\n");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn run_follows_live_output_and_completes() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let cwd = tempfile::tempdir().unwrap();
+    let mut cmd = prochub();
+    cmd.args(["run", "--server", &server.url, "--", "sh", "-c"])
+        .arg("pwd; sleep 0.3; echo late >&2; printf 'no newline'")
+        .current_dir(cwd.path());
+    let out = tokio::time::timeout(WAIT, cmd.output()).await.unwrap().unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(&format!("{}\n", cwd.path().canonicalize().unwrap().display())),
+        "runs in the caller's folder: {stdout:?}"
+    );
+    assert!(stdout.ends_with("no newline"), "{stdout:?}");
+    assert_eq!(text(&out.stderr), "late\n", "a live stderr chunk goes to stderr");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn errors_are_clear_and_exit_nonzero() {
+    let url = format!("http://127.0.0.1:{}", free_port());
+    let out = cli(&["ls", "--server", &url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        text(&out.stderr).trim(),
+        format!("prochub: no server at {url}: start one with `prochub serve`")
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_with(data.path(), "127.0.0.1:0", &["--token", "t0k"]).await;
+    let out = cli(&["ls", "--server", &server.url]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("401: this server needs --token"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = cli(&["ls", "--server", &server.url, "--token", "t0k"]).await;
+    assert!(out.status.success());
+    let out = cli(&["run", "--server", &server.url, "--token", "t0k", "--", "true"]).await;
+    assert_eq!(out.status.code(), Some(1), "no --allow-exec");
+    assert!(text(&out.stderr).contains("403"), "{}", text(&out.stderr));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn run_of_a_missing_command_fails_with_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let out = cli(&["run", "--server", &server.url, "--", "prochub-no-such-command"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    let out = cli(&["ls", "--server", &server.url, "--json"]).await;
+    let listed: Vec<Process> = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0].status, Status::Failed);
+    assert!(
+        listed[0].error.as_deref().unwrap().contains("command not found"),
+        "{:?}",
+        listed[0].error
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn ctrl_c_cancels_the_remote_command() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let mut cmd = prochub();
+    cmd.args([
+        "run",
+        "--server",
+        &server.url,
+        "--",
+        "sh",
+        "-c",
+        "echo started; sleep 30",
+    ])
+    .stdout(std::process::Stdio::piped())
+    .stderr(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    // Wait for the command's first output: it runs and we follow it.
+    let mut stdout = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    use tokio::io::AsyncBufReadExt;
+    tokio::time::timeout(WAIT, stdout.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, "started\n");
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(130));
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let all = c.list_all(&Default::default(), None).await.unwrap();
+    assert_eq!(all[0].status, Status::Cancelled);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn events_prints_one_json_line_per_event() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let mut cmd = prochub();
+    cmd.args(["events", "--server", &server.url])
+        .stdout(std::process::Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    // The child subscribes at some point after spawning; nothing outside
+    // it can see when, so create processes until one is reported.
+    let mut line = None;
+    for i in 0..40 {
+        c.create_process(&prochub::model::NewProcess {
+            name: format!("p{i}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+        if let Ok(l) = tokio::time::timeout(std::time::Duration::from_millis(250), lines.next_line()).await {
+            line = l.unwrap();
+            break;
+        }
+    }
+    let line = line.expect("an event line");
+    let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["type"], "process-added");
+    assert!(v["process"]["name"].as_str().unwrap().starts_with('p'));
+    child.start_kill().unwrap();
+    let _ = child.wait().await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn follow_starts_at_the_last_lines_like_tail() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&prochub::model::NewProcess {
+            name: "long".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // 40 KiB of 3-byte characters: the look-back window starts mid-character.
+    let lines: Vec<String> = (0..1000).map(|i| format!("{i:04} €€€€€€€€€€€€\n")).collect();
+    for chunk in lines.chunks(100) {
+        c.append_output(&p.id, &chunk.concat()).await.unwrap();
+    }
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let out = cli(&["follow", "--server", &server.url, &p.id]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stdout), lines[990..].concat());
+    let out = cli(&["follow", "--server", &server.url, "--from-start", &p.id]).await;
+    assert_eq!(text(&out.stdout), lines.concat());
+    server.stop().await;
+}

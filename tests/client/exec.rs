@@ -1,0 +1,204 @@
+//! Server-run commands through the HTTP API of a real server.
+
+use std::time::Instant;
+
+use prochub::client::{Client, FollowEvent};
+use prochub::model::{NewProcess, Status, StreamKind};
+use prochub::runner::{CANCEL_GRACE, ORPHAN_ERROR, SHUTDOWN_ERROR};
+
+use crate::helper::client::{ServerProc, WAIT};
+
+fn command(argv: &[&str]) -> NewProcess {
+    NewProcess {
+        name: argv.join(" "),
+        command: Some(argv.iter().map(|s| s.to_string()).collect()),
+        ..Default::default()
+    }
+}
+
+/// Waits (bounded) until the process leaves `running`.
+async fn wait_end(c: &Client, id: &str) -> prochub::model::Process {
+    let mut f = c.follow(id, Some(0));
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = f.next().await {
+            if matches!(ev.unwrap(), FollowEvent::Done) {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("the command ends in time");
+    c.get_process(id).await.unwrap()
+}
+
+#[tokio::test]
+async fn multi_byte_characters_split_across_reads_arrive_intact() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = Client::new(&server.url, None).unwrap();
+    // A 4-byte emoji and a 3-byte euro sign, each cut in the middle by a pause.
+    let script = r"printf '\360\237'; sleep 0.2; printf '\230\200 \342'; sleep 0.2; printf '\202\254\n'";
+    let p = c.create_process(&command(&["sh", "-c", script])).await.unwrap();
+    let mut f = c.follow(&p.id, Some(0));
+    let mut chunks = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while let Some(ev) = f.next().await {
+            match ev.unwrap() {
+                FollowEvent::Chunk { content, stream, .. } => chunks.push((content, stream)),
+                FollowEvent::Done => break,
+                _ => {}
+            }
+        }
+    })
+    .await
+    .unwrap();
+    let text: String = chunks.iter().map(|(c, _)| c.as_str()).collect();
+    assert_eq!(text, "😀 €\n");
+    assert!(chunks.iter().all(|(c, _)| !c.contains('\u{FFFD}')), "{chunks:?}");
+    assert_eq!(
+        c.read_output(&p.id, prochub::client::OutputRange::All).await.unwrap(),
+        "😀 €\n"
+    );
+    let rec = c.get_process(&p.id).await.unwrap();
+    assert_eq!((rec.status, rec.exit_code), (Status::Completed, Some(0)));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn live_chunks_say_which_pipe_they_came_from() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&command(&["sh", "-c", "echo to-out; echo to-err >&2"]))
+        .await
+        .unwrap();
+    // The follower may connect after the output was written: replayed
+    // chunks carry no tag, but any tag present must be the right one.
+    let mut f = c.follow(&p.id, Some(0));
+    let mut seen = Vec::new();
+    while let Some(ev) = tokio::time::timeout(WAIT, f.next()).await.unwrap() {
+        match ev.unwrap() {
+            FollowEvent::Chunk { content, stream, .. } => seen.push((content, stream)),
+            FollowEvent::Done => break,
+            _ => {}
+        }
+    }
+    for (content, stream) in &seen {
+        match stream {
+            Some(StreamKind::Stdout) => assert_eq!(content, "to-out\n"),
+            Some(StreamKind::Stderr) => assert_eq!(content, "to-err\n"),
+            None => {}
+        }
+    }
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn cancel_ends_a_sleep_within_the_grace_period() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&command(&["sh", "-c", "echo up; sleep 30"]))
+        .await
+        .unwrap();
+    let mut f = c.follow(&p.id, Some(0));
+    let first = tokio::time::timeout(WAIT, f.next()).await.unwrap().unwrap().unwrap();
+    assert!(matches!(first, FollowEvent::Chunk { .. }), "{first:?}");
+    let t0 = Instant::now();
+    let rec = c.cancel(&p.id).await.unwrap();
+    assert!(t0.elapsed() < CANCEL_GRACE, "took {:?}", t0.elapsed());
+    assert_eq!(rec.status, Status::Cancelled);
+    assert_eq!(c.cancel(&p.id).await.unwrap_err().status(), Some(409));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_missing_command_gives_a_failed_record_with_a_clear_error() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&command(&["prochub-definitely-missing"]))
+        .await
+        .unwrap();
+    let rec = wait_end(&c, &p.id).await;
+    assert_eq!(rec.status, Status::Failed);
+    let err = rec.error.unwrap();
+    assert!(
+        err.contains("command not found") && err.contains("prochub-definitely-missing"),
+        "{err}"
+    );
+    let p = c
+        .create_process(&NewProcess {
+            cwd: Some("/nonexistent/prochub".into()),
+            ..command(&["true"])
+        })
+        .await
+        .unwrap();
+    let rec = wait_end(&c, &p.id).await;
+    assert_eq!(rec.status, Status::Failed);
+    assert!(rec.error.unwrap().contains("working directory"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn graceful_shutdown_records_running_commands_and_a_crash_leaves_orphans_marked() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let addr = server.addr.to_string();
+    let c = Client::new(&server.url, None).unwrap();
+    let p = c
+        .create_process(&command(&["sh", "-c", "echo up; sleep 30"]))
+        .await
+        .unwrap();
+    let mut f = c.follow(&p.id, Some(0));
+    tokio::time::timeout(WAIT, f.next()).await.unwrap().unwrap().unwrap();
+    assert_eq!(server.stop().await, Some(0));
+    let server = ServerProc::start_with(data.path(), &addr, &["--allow-exec"]).await;
+    let rec = c.get_process(&p.id).await.unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+    assert_eq!(rec.error.as_deref(), Some(SHUTDOWN_ERROR));
+
+    // A crash (SIGKILL) while a command runs: the next server marks it.
+    let q = c
+        .create_process(&command(&["sh", "-c", "echo up; sleep 2"]))
+        .await
+        .unwrap();
+    let mut f = c.follow(&q.id, Some(0));
+    tokio::time::timeout(WAIT, f.next()).await.unwrap().unwrap().unwrap();
+    server.kill().await;
+    let server = ServerProc::start_with(data.path(), &addr, &["--allow-exec"]).await;
+    let rec = c.get_process(&q.id).await.unwrap();
+    assert_eq!(rec.status, Status::Failed);
+    assert_eq!(rec.error.as_deref(), Some(ORPHAN_ERROR));
+    assert_eq!(rec.output_bytes, 3, "its output so far is kept");
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn commands_do_not_inherit_the_server_token() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_env(
+        data.path(),
+        "127.0.0.1:0",
+        &["--allow-exec"],
+        &[("PROCHUB_TOKEN", "hush")],
+    )
+    .await;
+    let c = Client::new(&server.url, Some("hush".into())).unwrap();
+    let p = c
+        .create_process(&NewProcess {
+            env: Some([("EXTRA".to_owned(), "yes".to_owned())].into()),
+            ..command(&["sh", "-c", "echo ${PROCHUB_TOKEN:-none} $EXTRA"])
+        })
+        .await
+        .unwrap();
+    wait_end(&c, &p.id).await;
+    assert_eq!(
+        c.read_output(&p.id, prochub::client::OutputRange::All).await.unwrap(),
+        "none yes\n"
+    );
+    server.stop().await;
+}

@@ -1,0 +1,263 @@
+//! Server-run commands against a store in a temporary folder (no HTTP).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prochub::model::{NewProcess, Process, ProcessPatch, Status, StatusInfo, StreamKind};
+use prochub::runner::{ORPHAN_ERROR, Runner, SHUTDOWN_ERROR};
+use prochub::store::{FileProcessStore, Follow, FollowEvent, StoreError};
+
+use crate::helper::temp_store;
+
+/// Upper bound of any wait in these tests.
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn create(store: &Arc<FileProcessStore>, argv: &[&str]) -> Process {
+    store
+        .create_process(NewProcess {
+            name: argv.join(" "),
+            command: Some(argv.iter().map(|s| s.to_string()).collect()),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+}
+
+/// Everything a follower sees until the end: tagged chunks and the status.
+async fn drain(mut follow: Follow) -> (Vec<(Option<StreamKind>, String)>, StatusInfo) {
+    let mut chunks = Vec::new();
+    let status = tokio::time::timeout(WAIT, async {
+        while let Some(ev) = follow.next().await {
+            match ev {
+                FollowEvent::Chunk(c) => chunks.push((c.stream, c.content.clone())),
+                FollowEvent::Status(s) => return s,
+                FollowEvent::Lagged { .. } => panic!("nothing may be skipped"),
+            }
+        }
+        panic!("the follow ended without a status")
+    })
+    .await
+    .expect("the command ends in time");
+    (chunks, status)
+}
+
+/// Starts `argv` and follows it from before the spawn (so chunks keep
+/// their stream tags).
+async fn run(store: &Arc<FileProcessStore>, runner: &Arc<Runner>, argv: &[&str]) -> (Process, Follow) {
+    let p = create(store, argv).await;
+    let follow = store.subscribe(&p.id, None).expect("subscribe");
+    runner.start(&p, None, BTreeMap::new()).expect("start");
+    (p, follow)
+}
+
+#[tokio::test]
+async fn stdout_and_stderr_arrive_tagged_and_a_nonzero_exit_fails() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, follow) = run(&store, &runner, &["sh", "-c", "echo out; echo err >&2; exit 3"]).await;
+    let (chunks, status) = drain(follow).await;
+    let text = |kind| {
+        chunks
+            .iter()
+            .filter(|(k, _)| *k == Some(kind))
+            .map(|(_, c)| c.as_str())
+            .collect::<String>()
+    };
+    assert_eq!(text(StreamKind::Stdout), "out\n");
+    assert_eq!(text(StreamKind::Stderr), "err\n");
+    assert_eq!(status.status, Status::Failed);
+    assert_eq!(status.exit_code, Some(3));
+    let rec = store.get_process(&p.id).unwrap();
+    assert_eq!(rec.error.as_deref(), Some("exited with code 3"));
+    assert_eq!(rec.exit_code, Some(3));
+    assert_eq!(runner.running(), 0);
+}
+
+#[tokio::test]
+async fn exit_zero_completes_with_env_and_cwd() {
+    let (dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let p = create(&store, &["sh", "-c", "echo \"$GREETING\"; pwd"]).await;
+    let follow = store.subscribe(&p.id, Some(0)).unwrap();
+    let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
+    let cwd = dir.path().canonicalize().unwrap().display().to_string();
+    runner.start(&p, Some(cwd.clone()), env).unwrap();
+    let (chunks, status) = drain(follow).await;
+    let out: String = chunks.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(out, format!("hello\n{cwd}\n"));
+    assert_eq!(status.status, Status::Completed);
+    assert_eq!(status.exit_code, Some(0));
+    assert_eq!(store.get_process(&p.id).unwrap().error, None);
+}
+
+#[tokio::test]
+async fn a_character_split_across_reads_arrives_intact() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    // "€" is E2 82 AC; the pause makes the two halves separate reads.
+    let script = r"printf 'a\342\202'; sleep 0.3; printf '\254b\n'; printf '\377\n'";
+    let (p, follow) = run(&store, &runner, &["sh", "-c", script]).await;
+    let (chunks, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Completed);
+    assert!(chunks.len() >= 2, "the output came in pieces: {chunks:?}");
+    let out: String = chunks.into_iter().map(|(_, c)| c).collect();
+    assert_eq!(out, "a€b\n\u{FFFD}\n");
+    // The stored log replays the same text.
+    let (replayed, _) = drain(store.subscribe(&p.id, Some(0)).unwrap()).await;
+    assert_eq!(replayed.into_iter().map(|(_, c)| c).collect::<String>(), out);
+}
+
+#[tokio::test]
+async fn a_missing_command_fails_with_a_clear_error() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, follow) = run(&store, &runner, &["prochub-no-such-command-xyz", "arg"]).await;
+    let (_, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Failed);
+    let err = store.get_process(&p.id).unwrap().error.unwrap();
+    assert!(err.contains("command not found"), "{err}");
+    assert!(err.contains("prochub-no-such-command-xyz"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_working_directory_fails_with_a_clear_error() {
+    let (dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let p = create(&store, &["true"]).await;
+    let follow = store.subscribe(&p.id, Some(0)).unwrap();
+    let cwd = dir.path().join("nope").display().to_string();
+    runner.start(&p, Some(cwd), BTreeMap::new()).unwrap();
+    let (_, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Failed);
+    let err = store.get_process(&p.id).unwrap().error.unwrap();
+    assert!(err.contains("working directory"), "{err}");
+}
+
+#[tokio::test]
+async fn cancel_ends_a_sleep_within_the_grace_period() {
+    let (_dir, store) = temp_store().await;
+    let grace = Duration::from_secs(3);
+    let runner = Runner::new(store.clone(), grace);
+    // A pipeline, so the group kill must reach the shell's child too.
+    let (p, follow) = run(&store, &runner, &["sh", "-c", "echo started; sleep 30; echo never"]).await;
+    let mut follow = follow;
+    // Wait for the first output: the command is really running.
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    let t0 = Instant::now();
+    let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
+    assert!(t0.elapsed() < grace, "took {:?}", t0.elapsed());
+    assert_eq!(rec.status, Status::Cancelled);
+    let (_, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Cancelled);
+    assert_eq!(runner.running(), 0);
+}
+
+#[tokio::test]
+async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
+    let (_dir, store) = temp_store().await;
+    let grace = Duration::from_millis(300);
+    let runner = Runner::new(store.clone(), grace);
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "trap '' TERM; echo ready; sleep 30"]).await;
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    let t0 = Instant::now();
+    let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
+    let took = t0.elapsed();
+    assert!(took >= grace && took < grace + Duration::from_secs(3), "took {took:?}");
+    assert_eq!(rec.status, Status::Cancelled);
+}
+
+#[tokio::test]
+async fn cancel_without_a_command_marks_cancelled_and_a_finished_one_conflicts() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(1));
+    let p = store
+        .create_process(NewProcess {
+            name: "pushed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let rec = runner.cancel(&p.id).await.unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+    let again = runner.cancel(&p.id).await;
+    assert!(matches!(again, Err(StoreError::BadTransition { .. })), "{again:?}");
+    assert!(matches!(runner.cancel("nope").await, Err(StoreError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn orphans_of_a_previous_server_are_marked_failed() {
+    let (_dir, store) = temp_store().await;
+    let orphan = create(&store, &["sleep", "30"]).await; // never started
+    let pushed = store
+        .create_process(NewProcess {
+            name: "pushed by a client".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let runner = Runner::new(store.clone(), Duration::from_secs(1));
+    assert_eq!(runner.recover_orphans().await.unwrap(), 1);
+    let rec = store.get_process(&orphan.id).unwrap();
+    assert_eq!(rec.status, Status::Failed);
+    assert_eq!(rec.error.as_deref(), Some(ORPHAN_ERROR));
+    // A client-pushed process has no command: it is not an orphan.
+    assert_eq!(store.get_process(&pushed.id).unwrap().status, Status::Running);
+    assert_eq!(runner.recover_orphans().await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn shutdown_terminates_and_records_running_commands() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (a, mut fa) = run(&store, &runner, &["sh", "-c", "echo a; sleep 30"]).await;
+    let (b, mut fb) = run(&store, &runner, &["sh", "-c", "echo b; sleep 30"]).await;
+    for f in [&mut fa, &mut fb] {
+        let first = tokio::time::timeout(WAIT, f.next()).await.unwrap();
+        assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    }
+    tokio::time::timeout(WAIT, runner.shutdown()).await.unwrap();
+    for id in [&a.id, &b.id] {
+        let rec = store.get_process(id).unwrap();
+        assert_eq!(rec.status, Status::Cancelled);
+        assert_eq!(rec.error.as_deref(), Some(SHUTDOWN_ERROR));
+    }
+    let late = create(&store, &["true"]).await;
+    assert!(runner.start(&late, None, BTreeMap::new()).is_err());
+    let _ = store
+        .update_process(&late.id, ProcessPatch::status(Status::Cancelled))
+        .await;
+}
+
+#[tokio::test]
+async fn deleting_the_record_stops_a_silent_command() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
+    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
+    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    store.delete_process(&p.id).await.unwrap();
+    // The command is stopped and forgotten well before its 30 s.
+    tokio::time::timeout(WAIT, async {
+        while runner.running() > 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the command stops");
+}
+
+#[tokio::test]
+async fn a_lot_of_output_arrives_complete_and_in_order() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (_p, follow) = run(&store, &runner, &["seq", "1", "200000"]).await;
+    let (chunks, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Completed);
+    let out: String = chunks.into_iter().map(|(_, c)| c).collect();
+    let want: String = (1..=200_000).map(|i| format!("{i}\n")).collect();
+    assert_eq!(out.len(), want.len());
+    assert!(out == want, "the output differs");
+}

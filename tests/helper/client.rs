@@ -1,0 +1,168 @@
+//! Fixtures of the client tests: the real `prochub` binary serving a temp
+//! folder (so a test can stop and restart it on the same address), and a
+//! TCP proxy whose connections a test can cut.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::net::TcpListener;
+use tokio::process::{Child, ChildStdout, Command};
+use tokio::task::AbortHandle;
+
+/// Upper bound of every wait in the client tests.
+pub const WAIT: Duration = Duration::from_secs(20);
+
+/// The prochub binary with a clean environment (no PROCHUB_* of the
+/// developer's shell leaks into a test).
+pub fn prochub() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_prochub"));
+    for var in [
+        "PROCHUB_URL",
+        "PROCHUB_TOKEN",
+        "PROCHUB_DATA",
+        "PROCHUB_ADDR",
+        "PROCHUB_ALLOW_EXEC",
+    ] {
+        cmd.env_remove(var);
+    }
+    cmd.env("PROCHUB_LOG", "warn").env("NO_COLOR", "1").kill_on_drop(true);
+    cmd
+}
+
+/// A `prochub serve` child process.
+pub struct ServerProc {
+    child: Child,
+    /// Kept open so the server never writes into a closed pipe.
+    _stdout: BufReader<ChildStdout>,
+    pub addr: SocketAddr,
+    pub url: String,
+    pub data: PathBuf,
+}
+
+impl ServerProc {
+    /// Serves `data` on a free port with `--allow-exec`.
+    pub async fn start(data: &Path) -> Self {
+        Self::start_with(data, "127.0.0.1:0", &["--allow-exec"]).await
+    }
+
+    /// Serves `data` on `addr` with extra flags; returns once it listens.
+    pub async fn start_with(data: &Path, addr: &str, extra: &[&str]) -> Self {
+        Self::start_env(data, addr, extra, &[]).await
+    }
+
+    /// The same with extra environment variables for the server.
+    pub async fn start_env(data: &Path, addr: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut cmd = prochub();
+        cmd.envs(env.iter().copied());
+        cmd.args(["serve", "--addr", addr, "--data"])
+            .arg(data)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(if std::env::var_os("PROCHUB_TEST_LOG").is_some() {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            });
+        let mut child = cmd.spawn().expect("spawn prochub serve");
+        let mut stdout = BufReader::new(child.stdout.take().expect("piped stdout"));
+        let mut line = String::new();
+        tokio::time::timeout(WAIT, stdout.read_line(&mut line))
+            .await
+            .expect("the server announces its address in time")
+            .expect("read the server's stdout");
+        let url = line
+            .trim()
+            .strip_prefix("prochub listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
+            .to_owned();
+        let addr = url.trim_start_matches("http://").parse().expect("a socket address");
+        ServerProc {
+            child,
+            _stdout: stdout,
+            addr,
+            url,
+            data: data.to_owned(),
+        }
+    }
+
+    /// SIGTERM, then waits for a graceful exit; returns its exit code.
+    pub async fn stop(mut self) -> Option<i32> {
+        let pid = self.child.id().expect("still running") as libc::pid_t;
+        // SAFETY: kill(2) on our own unreaped child.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+        let status = tokio::time::timeout(WAIT, self.child.wait())
+            .await
+            .expect("the server stops in time")
+            .expect("wait for the server");
+        status.code()
+    }
+
+    /// SIGKILL: a crash, nothing graceful.
+    pub async fn kill(mut self) {
+        self.child.start_kill().expect("kill the server");
+        let _ = tokio::time::timeout(WAIT, self.child.wait()).await;
+    }
+}
+
+/// A TCP proxy in front of a server; `cut` drops every open connection
+/// (the client sees its stream break) while new ones keep working.
+pub struct Proxy {
+    pub addr: SocketAddr,
+    /// Tasks of open connections. std Mutex: pushed by the accept task,
+    /// drained by `cut`; held for a push or a drain only.
+    conns: Arc<Mutex<Vec<AbortHandle>>>,
+    accept: AbortHandle,
+}
+
+impl Proxy {
+    pub async fn start(target: SocketAddr) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind the proxy");
+        let addr = listener.local_addr().expect("proxy address");
+        let conns: Arc<Mutex<Vec<AbortHandle>>> = Arc::default();
+        let list = conns.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut inbound, _)) = listener.accept().await {
+                let task = tokio::spawn(async move {
+                    if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                        let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                    }
+                });
+                list.lock().unwrap().push(task.abort_handle());
+            }
+        })
+        .abort_handle();
+        Proxy { addr, conns, accept }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Drops every connection open right now.
+    pub fn cut(&self) -> usize {
+        let conns: Vec<AbortHandle> = self.conns.lock().unwrap().drain(..).collect();
+        let n = conns.iter().filter(|c| !c.is_finished()).count();
+        conns.iter().for_each(AbortHandle::abort);
+        n
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+        self.cut();
+    }
+}
+
+/// A port nothing listens on (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind a free port")
+        .port()
+}
