@@ -135,8 +135,8 @@ impl Output {
     }
 
     /// Appends `content`. Blocking (one page-cache write under the lock):
-    /// the store calls it through `blocking_short`, never bare on the
-    /// executor. Stores it unless that would pass `max_output`, in which
+    /// the store calls it inline for appends up to `INLINE_APPEND_MAX` and
+    /// through `blocking_short` for larger ones. Stores it unless that would pass `max_output`, in which
     /// case it is only broadcast and the output is marked truncated from
     /// then on.
     pub fn append_blocking(

@@ -16,6 +16,16 @@ use crate::model::{
     StreamKind, format_duration, validate_id,
 };
 
+/// Appends up to this size are written on the calling task, without
+/// `blocking_short`: such a write is one copy into the page cache (no
+/// fsync), while `block_in_place` first hands the worker's queued tasks
+/// (under fan-out: every follower the last chunk woke) to another thread.
+/// Measured with `cargo bench --bench server`, fan-out scenario (1 process,
+/// 1,000 followers, 1,000 chunks/s from one appender), 3 runs each on the
+/// same machine: `block_in_place` 0.42x of the bare baseline, inline 0.94x.
+/// Larger appends still go through `blocking_short`.
+pub const INLINE_APPEND_MAX: usize = 64 * 1024;
+
 /// Which part of the stored output to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OutputRange {
@@ -369,7 +379,11 @@ impl FileProcessStore {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
         let (out, id2) = (entry.output.clone(), id.to_owned());
-        let appended = Self::blocking_short(move || out.append_blocking(&id2, content, stream, max)).await?;
+        let appended = if content.len() <= INLINE_APPEND_MAX {
+            out.append_blocking(&id2, content, stream, max)?
+        } else {
+            Self::blocking_short(move || out.append_blocking(&id2, content, stream, max)).await?
+        };
         if appended.newly_truncated {
             let id = id.to_owned();
             self.detached(move |s| async move { s.mark_truncated(&id).await })
