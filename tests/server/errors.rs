@@ -221,6 +221,34 @@ async fn commands_need_allow_exec() {
     assert_eq!(s.store.process_count(), 0);
 }
 
+/// Regression: a `command` with a status other than `running` (queued, or
+/// already terminal) used to be stored and handed to the runner, which
+/// started it anyway and then could record neither its output nor its end.
+#[tokio::test]
+async fn command_with_a_status_other_than_running_is_400_not_started() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        allow_exec: true,
+        ..Default::default()
+    })
+    .await;
+    for status in ["queued", "completed", "failed", "cancelled"] {
+        let body = json!({"name": "x", "command": ["true"], "status": status});
+        let r = post_json(s.addr, "/api/processes", &body).await;
+        r.expect(400);
+        assert_eq!(r.json()["code"], "invalid_field", "status {status}");
+    }
+    assert_eq!(s.store.process_count(), 0, "nothing was stored");
+    // Explicitly `running` is what a command starts as anyway.
+    let body = json!({"name": "x", "command": ["true"], "status": "running"});
+    post_json(s.addr, "/api/processes", &body).await.expect(201);
+    // Without --allow-exec the answer stays 403, whatever the status.
+    let off = TestServer::start().await;
+    let body = json!({"name": "x", "command": ["true"], "status": "queued"});
+    let r = post_json(off.addr, "/api/processes", &body).await;
+    r.expect(403);
+    assert_eq!(off.store.process_count(), 0);
+}
+
 #[tokio::test]
 async fn garbage_on_the_wire_gets_an_answer_not_a_hang() {
     let s = TestServer::start().await;
