@@ -209,9 +209,17 @@ impl Output {
     /// Re-opens for appends (the completion's record write failed, or the
     /// process moved queued → running).
     pub fn reopen_for_appends(&self) {
+        self.restore_status(Status::Running);
+    }
+
+    /// Undoes [`Output::close_for_appends`] after the record write that
+    /// was to follow it failed: the process is `status` again, and takes
+    /// appends only if that is `running`. Regression: a failed cancel of a
+    /// queued process reopened it as running, so it took output.
+    pub fn restore_status(&self, status: Status) {
         let mut st = self.lock();
-        st.accepting = true;
-        st.status = Status::Running;
+        st.accepting = status == Status::Running;
+        st.status = status;
     }
 
     /// fsyncs the log (blocking), so a finished process's output is durable.

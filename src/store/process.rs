@@ -298,7 +298,7 @@ impl FileProcessStore {
         let written = self.write_record(&next).await;
         if let Err(e) = written {
             if finishing {
-                entry.output.reopen_for_appends();
+                entry.output.restore_status(current.status);
             }
             return Err(e);
         }
@@ -352,10 +352,9 @@ impl FileProcessStore {
         if let Err(e) = removed {
             // Regression: a failed delete left a running process refusing
             // output. The unlink (or its folder fsync) failed: the record
-            // is still indexed, so the process keeps running.
-            if p.status == Status::Running {
-                entry.output.reopen_for_appends();
-            }
+            // is still indexed, so the process keeps its status (and a
+            // running one keeps taking output).
+            entry.output.restore_status(p.status);
             return Err(e);
         }
         self.write_index().remove(&p);

@@ -482,6 +482,41 @@ async fn bug_failed_delete_left_appends_refused() {
     assert_eq!(store.read_output(&id, OutputRange::All).await.unwrap(), b"one\ntwo\n");
 }
 
+/// Regression: a queued process whose cancel failed on the file system was
+/// reopened for appends as if it were running: it took output (and said
+/// "running" when refusing it) although its record still said queued.
+#[tokio::test]
+async fn bug_failed_cancel_of_a_queued_process_made_it_take_output() {
+    let (dir, store) = temp_store().await;
+    let new = NewProcess {
+        status: Some(Status::Queued),
+        ..new_proc("waiting")
+    };
+    let id = store.create_process(new).await.unwrap().id;
+    // Make the record write fail: its path becomes a non-empty folder.
+    let path = dir.path().join(format!("processes/{id}.json"));
+    std::fs::remove_file(&path).unwrap();
+    std::fs::create_dir_all(path.join("blocker")).unwrap();
+    let err = store
+        .update_process(&id, ProcessPatch::status(Status::Cancelled))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Io { .. }), "{err}");
+    assert_eq!(store.get_process(&id).unwrap().status, Status::Queued);
+    match store.append_output(&id, "early\n".into(), None).await {
+        Err(StoreError::NotRunning { status, .. }) => assert_eq!(status, Status::Queued),
+        other => panic!("a queued process must refuse output, got {other:?}"),
+    }
+    // Once the disk is fine again the process moves on normally.
+    std::fs::remove_dir_all(&path).unwrap();
+    store
+        .update_process(&id, ProcessPatch::status(Status::Running))
+        .await
+        .unwrap();
+    store.append_output(&id, "now\n".into(), None).await.unwrap();
+    assert_eq!(store.read_output(&id, OutputRange::All).await.unwrap(), b"now\n");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn parallel_creates_of_one_client_id_make_exactly_one_record() {
     let (dir, store) = temp_store().await;
