@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
-use crate::model::{EventKind, LifecycleEvent, Process, Workspace, now};
+use super::Clock;
+use crate::model::{EventKind, LifecycleEvent, Process, Workspace};
 
 /// Events kept for replay after a reconnect.
 pub const EVENT_RING: usize = 1024;
@@ -42,6 +43,9 @@ pub struct Events {
     /// pushing and sending one event, so seq order == send order == ring
     /// order, and a subscriber taken under it sees no gap with the ring.
     ring: Mutex<Ring>,
+    /// The store's clock, for event timestamps (regression: they used the
+    /// real clock while records used the store's).
+    clock: Clock,
 }
 
 struct Ring {
@@ -50,7 +54,13 @@ struct Ring {
 }
 
 impl Events {
+    /// Events stamped with the real clock.
     pub fn new() -> Self {
+        Self::with_clock(Arc::new(crate::model::now))
+    }
+
+    /// Events stamped with `clock` (the store passes its own).
+    pub fn with_clock(clock: Clock) -> Self {
         let (tx, _) = broadcast::channel(EVENT_CHANNEL);
         Events {
             epoch: crate::model::new_id(),
@@ -59,6 +69,7 @@ impl Events {
                 next_seq: 1,
                 recent: VecDeque::with_capacity(EVENT_RING),
             }),
+            clock,
         }
     }
 
@@ -75,7 +86,7 @@ impl Events {
             kind,
             process,
             workspace,
-            timestamp: now(),
+            timestamp: (self.clock)(),
         };
         let json = serde_json::to_string(&event).expect("lifecycle events always serialize");
         let mut ring = self.lock();
@@ -148,7 +159,7 @@ mod tests {
             id: id.into(),
             name: id.into(),
             root_path: None,
-            created_at: now(),
+            created_at: crate::model::now(),
         }
     }
 

@@ -198,6 +198,7 @@ impl FileProcessStore {
             report.orphan_logs_removed += 1;
         }
 
+        let events = Events::with_clock(config.clock.clone());
         let store = FileProcessStore {
             proc_sync: DirSync::new(processes_dir.clone()),
             ws_sync: DirSync::new(workspaces_dir.clone()),
@@ -211,7 +212,7 @@ impl FileProcessStore {
             creating: Mutex::new(HashSet::new()),
             workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
-            events: Events::new(),
+            events,
             emitters,
             report,
         };

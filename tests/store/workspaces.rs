@@ -165,3 +165,26 @@ async fn lifecycle_events_are_numbered_and_carry_the_records() {
         prochub::store::Resume::Reset => panic!("expected a replay"),
     }
 }
+
+/// Regression: lifecycle event timestamps came from the real clock while
+/// the records they carry came from the store's (injected) clock.
+#[tokio::test]
+async fn bug_event_timestamps_ignored_the_store_clock() {
+    let clock = crate::helper::TestClock::at(crate::helper::t0());
+    let (_dir, store) = crate::helper::temp_store_with(clock.config()).await;
+    let mut rx = store.events().subscribe();
+    let p = store.create_process(new_proc_in("c1", "default")).await.unwrap();
+    let later = crate::helper::t0() + chrono::Duration::minutes(5);
+    clock.set(later);
+    store
+        .update_process("c1", ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let added = rx.try_recv().unwrap();
+    assert_eq!(added.event.timestamp, p.created_at);
+    assert_eq!(added.event.timestamp, crate::helper::t0());
+    let updated = rx.try_recv().unwrap();
+    assert_eq!(updated.event.timestamp, later);
+    let json: serde_json::Value = serde_json::from_str(&updated.json).unwrap();
+    assert_eq!(json["timestamp"], "2026-01-15T12:05:00.000Z");
+}
