@@ -260,6 +260,12 @@ impl FileProcessStore {
         if let Some(name) = patch.name {
             next.name = name;
         }
+        // `"metadata": null` removes the member (RFC 7396); the record's
+        // metadata is always an object, so it becomes empty. Regression: it
+        // was a 400 "must be an object".
+        if patch.metadata.as_ref().is_some_and(Value::is_null) {
+            next.metadata.clear();
+        }
         if let Some(result) = patch.result {
             next.result = (!result.is_null()).then_some(result);
         }
@@ -269,7 +275,7 @@ impl FileProcessStore {
         if let Some(code) = patch.exit_code {
             next.exit_code = code;
         }
-        if let Some(m) = patch.metadata {
+        if let Some(m) = patch.metadata.filter(|m| !m.is_null()) {
             let mut merged = Value::Object(std::mem::take(&mut next.metadata));
             model::merge_patch(&mut merged, &m);
             next.metadata = match merged {

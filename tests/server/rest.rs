@@ -310,3 +310,24 @@ async fn chunks_of_server_run_commands_say_which_stream() {
     );
     assert_eq!(events.last().unwrap().name(), "done");
 }
+
+/// Regression: `PATCH {"metadata": null}` (RFC 7396: remove the member) was
+/// a 400 "must be an object" instead of clearing the metadata.
+#[tokio::test]
+async fn bug_patch_metadata_null_was_400_instead_of_clearing() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "m", "metadata": {"a": 1, "b": {"c": 2}}})).await;
+    let path = format!("/api/processes/{}", p["id"].as_str().unwrap());
+    let r = http::patch_json(s.addr, &path, &json!({"metadata": {"a": null, "b": {"d": 3}}})).await;
+    r.expect(200);
+    assert_eq!(r.json()["metadata"], json!({"b": {"c": 2, "d": 3}}));
+    let r = http::patch_json(s.addr, &path, &json!({"metadata": null, "name": "n"})).await;
+    r.expect(200);
+    assert_eq!(r.json()["metadata"], json!({}));
+    assert_eq!(r.json()["name"], "n");
+    assert_eq!(get(s.addr, &path).await.json()["metadata"], json!({}));
+    // Anything else that is not an object is still refused.
+    let r = http::patch_json(s.addr, &path, &json!({"metadata": [1]})).await;
+    r.expect(400);
+    assert_eq!(r.json()["field"], "metadata");
+}
