@@ -64,6 +64,21 @@ async fn bad_requests_are_400() {
     assert_eq!(s.store.process_count(), 1);
 }
 
+/// Regression: an out-of-range `limit` said `invalid_field` (the store's
+/// code) while API.md and every other bad query parameter say
+/// `invalid_query`.
+#[tokio::test]
+async fn bug_out_of_range_limit_said_invalid_field() {
+    let s = TestServer::start().await;
+    for q in ["limit=0", "limit=10001", "limit=x", "limit=99999999999999999999"] {
+        let r = get(s.addr, &format!("/api/processes?{q}")).await;
+        r.expect(400);
+        assert_eq!(r.json()["code"], "invalid_query", "{q}");
+    }
+    get(s.addr, "/api/processes?limit=10000").await.expect(200);
+    get(s.addr, "/api/processes?limit=1").await.expect(200);
+}
+
 #[tokio::test]
 async fn unknown_routes_and_records_are_404_json() {
     let s = TestServer::start().await;

@@ -13,7 +13,7 @@ use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::{Query, encode_component};
 use crate::server::{App, body};
-use crate::store::{ListQuery, Retention, StoreError};
+use crate::store::{ListQuery, MAX_LIMIT, Retention, StoreError};
 
 /// 201 + `Location`. With `command`, the runner starts it (403 unless the
 /// server allows exec); `cwd`/`env` only make sense with a command.
@@ -84,7 +84,18 @@ pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
                 .map_err(|e| ApiError::bad_request("invalid_query", e))
         })
         .transpose()?;
-    let limit = q.u64("limit")?.map(|n| n.min(usize::MAX as u64) as usize);
+    let limit = q
+        .u64("limit")?
+        .map(|n| match usize::try_from(n) {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => Ok(n),
+            // Regression: out of range was the store's `invalid_field`,
+            // unlike every other bad query parameter.
+            _ => Err(ApiError::bad_request(
+                "invalid_query",
+                format!("query parameter `limit` must be between 1 and {MAX_LIMIT}, got {n}"),
+            )),
+        })
+        .transpose()?;
     let lq = ListQuery {
         workspace: q.get("workspace").filter(|w| !w.is_empty()).map(str::to_owned),
         status,
