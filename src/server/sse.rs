@@ -101,9 +101,15 @@ impl Heartbeat {
         self.last = Instant::now();
     }
 
-    /// Completes once the stream has been idle for a whole interval.
+    /// Completes once the stream has been idle for a whole interval; never
+    /// for an interval of zero (`--heartbeat 0s` turns heartbeats off).
+    /// Regression: a zero interval was due at once, every time, so each
+    /// idle stream sent heartbeats as fast as its client read them.
     /// Cancel-safe: all state changes happen after the await.
     pub async fn idle(&mut self) {
+        if self.every.is_zero() {
+            return std::future::pending().await;
+        }
         loop {
             self.sleep.as_mut().await;
             let due = self.last + self.every;

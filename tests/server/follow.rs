@@ -169,6 +169,30 @@ async fn heartbeats_while_idle() {
     }
 }
 
+/// Regression: `--heartbeat 0s` made every idle stream (follow and
+/// events) send heartbeats as fast as its client could read them. Zero now
+/// means no heartbeats.
+#[tokio::test]
+async fn bug_zero_heartbeat_flooded_idle_streams() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        heartbeat: Duration::ZERO,
+        ..Default::default()
+    })
+    .await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    let mut events = SseReader::open(s.addr, "/api/events", &[]).await;
+    // Both streams sit idle for a while before anything happens.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    append(s.addr, id, "x").await;
+    let ev = r.next_named().await.unwrap();
+    assert_eq!(ev.name(), "chunk", "nothing but the chunk may come first");
+    create(s.addr, json!({"name": "y"})).await;
+    let ev = events.next_named().await.unwrap();
+    assert_eq!(ev.name(), "process-added", "nothing but the event may come first");
+}
+
 #[tokio::test]
 async fn awkward_content_round_trips_exactly() {
     let s = TestServer::start().await;
