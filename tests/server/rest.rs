@@ -331,3 +331,42 @@ async fn bug_patch_metadata_null_was_400_instead_of_clearing() {
     r.expect(400);
     assert_eq!(r.json()["field"], "metadata");
 }
+
+/// Regression: a log holding invalid UTF-8 (a write torn by a crash, with
+/// more output appended after it) was served raw under
+/// `text/plain; charset=utf-8`. Invalid bytes now become U+FFFD, as they
+/// do in an SSE replay; a range starting inside a character starts at the
+/// next one.
+#[tokio::test]
+async fn bug_output_with_invalid_utf8_was_served_as_utf8() {
+    use prochub::store::{FileProcessStore, StoreConfig};
+    let dir = tempfile::tempdir().unwrap();
+    let store = FileProcessStore::open(dir.path(), StoreConfig::default())
+        .await
+        .unwrap();
+    let id = crate::helper::running(&store, "torn").await;
+    store.append_output(&id, "é€".into(), None).await.unwrap();
+    // As if a crash tore the next append after the first byte of "é", and
+    // the client appended again after the restart.
+    let log = dir.path().join(format!("output/{id}.log"));
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes.extend_from_slice(b"\xC3after\n");
+    std::fs::write(&log, &bytes).unwrap();
+    let store = crate::helper::reopen(store, StoreConfig::default()).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let _guard = shutdown.clone().drop_guard();
+    tokio::spawn(prochub::server::run(listener, Default::default(), store, shutdown));
+
+    let path = format!("/api/processes/{id}/output");
+    let r = get(addr, &path).await;
+    r.expect(200);
+    assert_eq!(r.header("content-type"), Some("text/plain; charset=utf-8"));
+    assert_eq!(r.text(), "é€\u{FFFD}after\n");
+    // "é" is 2 bytes: offset 1 is inside it, the body starts at "€".
+    let r = get(addr, &format!("{path}?offset=1")).await;
+    assert_eq!(r.text(), "€\u{FFFD}after\n");
+    let r = get(addr, &format!("{path}?tail=7")).await;
+    assert_eq!(r.text(), "\u{FFFD}after\n");
+}

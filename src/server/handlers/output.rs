@@ -47,7 +47,9 @@ pub async fn append(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<
 }
 
 /// The stored output as `text/plain; charset=utf-8`. A range that starts
-/// inside a character starts at the next whole one instead.
+/// inside a character starts at the next whole one instead (so `?offset`
+/// and `?tail` are byte positions, and the body may begin up to 3 bytes
+/// after the one asked for).
 pub async fn read(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> {
     let range = match (q.u64("offset")?, q.u64("tail")?) {
         (Some(_), Some(_)) => {
@@ -63,6 +65,14 @@ pub async fn read(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError>
     let mut bytes = app.store.read_output(id, range).await?;
     let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
     bytes.drain(..skip);
+    // The API only ever stores UTF-8, but a log can still hold invalid
+    // bytes (a write torn by a crash, then more appends after it). The body
+    // is labelled UTF-8, so it must be: invalid sequences become U+FFFD,
+    // as they do in a replay over SSE. Regression: they went out raw.
+    let bytes = match String::from_utf8(bytes) {
+        Ok(s) => s.into_bytes(),
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned().into_bytes(),
+    };
     Ok(response::with_type(
         StatusCode::OK,
         response::full(bytes),
