@@ -133,16 +133,48 @@ impl Index {
     }
 }
 
-/// `<created_at millis>.<id>`: ids never contain a dot.
+/// `<created_at seconds>.<nanoseconds>.<id>`: ids never contain a dot.
+/// Regression: it used to be `<millis>.<id>`, which named the wrong key for
+/// a record whose `created_at` on disk is finer than a millisecond, and the
+/// next page then skipped records.
 fn encode_cursor(created: &Timestamp, id: &str) -> String {
-    format!("{}.{id}", created.timestamp_millis())
+    format!("{}.{:09}.{id}", created.timestamp(), created.timestamp_subsec_nanos())
 }
 
+/// Reads a cursor of [`encode_cursor`], or of its old `<millis>.<id>` form
+/// (a client may hold one across an upgrade).
 fn decode_cursor(c: &str) -> Result<Key> {
     let bad = || StoreError::BadCursor(c.chars().take(100).collect());
-    let (ms, id) = c.split_once('.').ok_or_else(bad)?;
-    let ms: i64 = ms.parse().map_err(|_| bad())?;
+    let parts: Vec<&str> = c.split('.').collect();
+    let (t, id) = match parts.as_slice() {
+        [secs, nanos, id] => {
+            let secs: i64 = secs.parse().map_err(|_| bad())?;
+            let nanos: u32 = nanos.parse().map_err(|_| bad())?;
+            (chrono::DateTime::from_timestamp(secs, nanos), *id)
+        }
+        [ms, id] => {
+            let ms: i64 = ms.parse().map_err(|_| bad())?;
+            (chrono::DateTime::from_timestamp_millis(ms), *id)
+        }
+        _ => return Err(bad()),
+    };
     crate::model::validate_id(id).map_err(|_| bad())?;
-    let t = chrono::DateTime::from_timestamp_millis(ms).ok_or_else(bad)?;
-    Ok((t, id.to_owned()))
+    Ok((t.ok_or_else(bad)?, id.to_owned()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cursors_round_trip_exactly_and_old_ones_still_parse() {
+        let t: Timestamp = "2026-01-15T12:00:00.000123456Z".parse().unwrap();
+        let c = encode_cursor(&t, "abc");
+        assert_eq!(decode_cursor(&c).unwrap(), (t, "abc".to_owned()));
+        let old = decode_cursor("1768478400123.abc").unwrap();
+        assert_eq!(old.0.timestamp_millis(), 1768478400123);
+        for bad in ["", "x", "1.2.3.4", "1.x.abc", "1.2.a/b", "1.9999999999.abc"] {
+            assert!(decode_cursor(bad).is_err(), "{bad:?}");
+        }
+    }
 }

@@ -645,3 +645,43 @@ async fn random_mixed_operations_leave_disk_and_memory_equal() {
     }
     assert_eq!(store.process_count(), in_memory.len());
 }
+
+/// Regression: cursors carried `created_at` in whole milliseconds, so with
+/// records whose `created_at` has finer precision on disk (hand-written or
+/// from another tool) the next page started at the wrong key and records
+/// were skipped.
+#[tokio::test]
+async fn bug_cursor_skipped_records_with_sub_millisecond_created_at() {
+    let (dir, store) = temp_store_with(TestClock::at(t0()).config()).await;
+    for id in ["a", "b", "c"] {
+        store.create_process(new_proc_in(id, "default")).await.unwrap();
+    }
+    for (id, at) in [
+        ("a", "2026-01-15T12:00:00.000500Z"),
+        ("b", "2026-01-15T12:00:00.000200Z"),
+        ("c", "2026-01-15T12:00:00.000Z"),
+    ] {
+        let path = dir.path().join(format!("processes/{id}.json"));
+        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        v["created_at"] = json!(at);
+        std::fs::write(&path, serde_json::to_vec(&v).unwrap()).unwrap();
+    }
+    let store = reopen(store, StoreConfig::default()).await;
+    let mut seen = Vec::new();
+    let mut cursor = None;
+    for _ in 0..10 {
+        let page = store
+            .list_processes(&ListQuery {
+                limit: Some(1),
+                cursor: cursor.take(),
+                ..Default::default()
+            })
+            .unwrap();
+        seen.extend(page.items.into_iter().map(|p| p.id));
+        match page.next_cursor {
+            Some(c) => cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, ["a", "b", "c"], "newest first, each once");
+}
