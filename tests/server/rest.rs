@@ -370,3 +370,53 @@ async fn bug_output_with_invalid_utf8_was_served_as_utf8() {
     let r = get(addr, &format!("{path}?tail=7")).await;
     assert_eq!(r.text(), "\u{FFFD}after\n");
 }
+
+/// Regression: `PATCH {"status": "cancelled"}` on a running server-run
+/// command marked the record cancelled but left the command running (its
+/// output then went nowhere) until it ended by itself. It now goes through
+/// the runner like `POST …/cancel`, after applying the patch's other fields.
+#[tokio::test]
+async fn bug_patch_cancelled_left_the_server_run_command_running() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        allow_exec: true,
+        ..Default::default()
+    })
+    .await;
+    let pid_file = s.dir.path().join("child.pid");
+    let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
+    let p = create(s.addr, json!({"name": "sleeper", "command": ["sh", "-c", script]})).await;
+    let id = p["id"].as_str().unwrap();
+    crate::helper::wait_until("the command wrote its pid", crate::helper::server::WAIT, || {
+        std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
+    })
+    .await;
+    let pid: libc::pid_t = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    let r = http::patch_json(
+        s.addr,
+        &format!("/api/processes/{id}"),
+        &json!({"status": "cancelled", "metadata": {"why": "user"}}),
+    )
+    .await;
+    r.expect(200);
+    assert_eq!(r.json()["status"], "cancelled");
+    assert_eq!(r.json()["metadata"], json!({"why": "user"}));
+    // SAFETY: signal 0 only checks whether the pid exists.
+    let alive = unsafe { libc::kill(pid, 0) } == 0;
+    if alive {
+        // SAFETY: our own test command.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+    assert!(!alive, "the command must be stopped when its record is cancelled");
+    let stored = get(s.addr, &format!("/api/processes/{id}")).await.json();
+    assert_eq!(stored["status"], "cancelled");
+    // A process without a command is still just patched.
+    let plain = create(s.addr, json!({"name": "plain"})).await;
+    let r = http::patch_json(
+        s.addr,
+        &format!("/api/processes/{}", plain["id"].as_str().unwrap()),
+        &json!({"status": "cancelled"}),
+    )
+    .await;
+    r.expect(200);
+    assert_eq!(r.json()["status"], "cancelled");
+}

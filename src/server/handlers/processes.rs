@@ -132,9 +132,24 @@ pub fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, &app.store.get_process(id)?))
 }
 
+/// A terminal `status` ends the followers' streams. `cancelled` on a
+/// running server-run command goes through the runner, as `POST …/cancel`
+/// does, after the patch's other fields are applied. Regression: it only
+/// marked the record, and the command ran on with its output going nowhere.
 pub async fn patch(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let patch: ProcessPatch = body::json(&parts.headers, body, app.config.max_body).await?;
+    if patch.status == Some(Status::Cancelled) {
+        let current = app.store.get_process(id)?;
+        if current.command.is_some() && current.status == Status::Running {
+            let rest = ProcessPatch { status: None, ..patch };
+            if rest != ProcessPatch::default() {
+                app.store.update_process(id, rest).await?;
+            }
+            let p = app.runner.cancel(id).await?;
+            return Ok(response::json(StatusCode::OK, &p));
+        }
+    }
     let p = app.store.update_process(id, patch).await?;
     Ok(response::json(StatusCode::OK, &p))
 }
