@@ -12,6 +12,11 @@ use crate::model::{EventKind, LifecycleEvent, Process, Workspace};
 
 /// Events kept for replay after a reconnect.
 pub const EVENT_RING: usize = 1024;
+/// Most bytes of event JSON the replay ring keeps: events carry whole
+/// records (a `result` may be up to a request body, 1 MiB by default), and
+/// 1024 of those must not pin a gigabyte. Older events go first; a
+/// reconnect from before them gets `reset`.
+pub const EVENT_RING_BYTES: usize = 32 * 1024 * 1024;
 /// Capacity of the live broadcast; a subscriber further behind than this is
 /// told it lagged (the server then sends `reset`).
 pub const EVENT_CHANNEL: usize = 4096;
@@ -51,6 +56,8 @@ pub struct Events {
 struct Ring {
     next_seq: u64,
     recent: VecDeque<Arc<SeqEvent>>,
+    /// Sum of `json.len()` over `recent`.
+    bytes: usize,
 }
 
 impl Events {
@@ -68,6 +75,7 @@ impl Events {
             ring: Mutex::new(Ring {
                 next_seq: 1,
                 recent: VecDeque::with_capacity(EVENT_RING),
+                bytes: 0,
             }),
             clock,
         }
@@ -93,9 +101,15 @@ impl Events {
         let seq = ring.next_seq;
         ring.next_seq += 1;
         let ev = Arc::new(SeqEvent { seq, event, json });
-        if ring.recent.len() == EVENT_RING {
-            ring.recent.pop_front();
+        // Regression: the ring was bounded by count only, so 1024 events
+        // carrying large records pinned up to ~2 GiB (record + JSON each).
+        while ring.recent.len() >= EVENT_RING
+            || (!ring.recent.is_empty() && ring.bytes + ev.json.len() > EVENT_RING_BYTES)
+        {
+            let old = ring.recent.pop_front().expect("not empty");
+            ring.bytes -= old.json.len();
         }
+        ring.bytes += ev.json.len();
         ring.recent.push_back(ev.clone());
         // No receivers is fine: nobody is listening.
         let _ = self.tx.send(ev);

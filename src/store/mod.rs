@@ -34,7 +34,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use error::{Result, StoreError};
-pub use events::{EVENT_RING, Events, Resume, SeqEvent};
+pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
 pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};

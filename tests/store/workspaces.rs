@@ -188,3 +188,41 @@ async fn bug_event_timestamps_ignored_the_store_clock() {
     let json: serde_json::Value = serde_json::from_str(&updated.json).unwrap();
     assert_eq!(json["timestamp"], "2026-01-15T12:05:00.000Z");
 }
+
+/// Regression: the replay ring of lifecycle events was bounded by count
+/// only (1024), so events carrying large records (a `result` of up to a
+/// request body each) could pin gigabytes. It is now bounded by bytes too:
+/// a reconnect from before the evicted events gets a reset.
+#[tokio::test]
+async fn bug_event_ring_kept_1024_events_whatever_their_size() {
+    use prochub::store::{EVENT_RING_BYTES, Resume};
+    let (_dir, store) = temp_store().await;
+    let p = store.create_process(new_proc_in("big", "default")).await.unwrap();
+    let mut rx = store.events().subscribe();
+    let big = serde_json::json!("x".repeat(512 * 1024));
+    let updates = EVENT_RING_BYTES / (512 * 1024) + 8;
+    for _ in 0..updates {
+        let patch = ProcessPatch {
+            result: Some(big.clone()),
+            ..Default::default()
+        };
+        store.update_process(&p.id, patch).await.unwrap();
+    }
+    let first = rx.recv().await.unwrap();
+    let (resume, _) = store.events().resume(&store.events().id_of(&first));
+    assert!(
+        matches!(resume, Resume::Reset),
+        "{updates} events of 512 KiB cannot all be kept for replay"
+    );
+    // The recent ones still replay.
+    let mut all = vec![first];
+    while let Ok(ev) = rx.try_recv() {
+        all.push(ev);
+    }
+    assert_eq!(all.len(), updates);
+    let tenth_last = &all[all.len() - 10];
+    match store.events().resume(&store.events().id_of(tenth_last)).0 {
+        Resume::Replay(v) => assert_eq!(v.len(), 9),
+        Resume::Reset => panic!("the last events must replay"),
+    }
+}
