@@ -20,7 +20,9 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: &Query) -> Result<
     });
     let given = from_header.or_else(|| query.get("access_token"));
     match given {
-        Some(g) if bool::from(g.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
+        // An empty configured token matches nothing (fails closed); `serve`
+        // refuses to start with one.
+        Some(g) if !expected.is_empty() && bool::from(g.as_bytes().ct_eq(expected.as_bytes())) => Ok(()),
         _ => Err(ApiError::Unauthorized),
     }
 }

@@ -31,6 +31,12 @@ pub fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
 }
 
 pub async fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
+    // Regression: an empty token (`--token ""`, or `PROCHUB_TOKEN=` from a
+    // variable that was never set) turned auth on with an empty secret
+    // that `?access_token=` matched: protection in name only.
+    if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
+        anyhow::bail!("--token (PROCHUB_TOKEN) is empty: give a real token, or leave it unset to run without one");
+    }
     let dir = data_dir(args.data.clone())?;
     let store = FileProcessStore::open(
         &dir,

@@ -128,3 +128,44 @@ async fn connections_past_the_cap_wait_instead_of_failing() {
     assert_eq!(status, 200);
     drop(b);
 }
+
+/// Regression: an empty token (`--token ""`, or `PROCHUB_TOKEN=` from an
+/// unset variable) turned auth on with an empty secret that
+/// `?access_token=` matched. `serve` now refuses it, and the library's auth
+/// check fails closed on it.
+#[tokio::test]
+async fn bug_empty_token_was_matched_by_an_empty_access_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"))
+        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .env("PROCHUB_TOKEN", "")
+        .env("PROCHUB_LOG", "warn")
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(crate::helper::server::WAIT, out)
+        .await
+        .expect("serve exits at once")
+        .expect("run prochub");
+    assert!(!out.status.success(), "serve must refuse an empty token");
+    assert!(out.stdout.is_empty(), "it never announced an address");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("token"), "the message names the token: {err}");
+
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        token: Some(String::new()),
+        ..Default::default()
+    })
+    .await;
+    get(s.addr, "/api/processes?access_token=").await.expect(401);
+    call(
+        s.addr,
+        Method::GET,
+        "/api/processes",
+        &[("authorization", "Bearer ")],
+        "",
+    )
+    .await
+    .expect(401);
+    get(s.addr, "/healthz").await.expect(200);
+}
