@@ -302,3 +302,24 @@ async fn output_past_the_cap_that_went_by_is_reported_as_lagged() {
         (Some("c"), Some("1201"))
     );
 }
+
+/// SPEC section 3 pins the `status` payload to exactly these fields, with
+/// `result` present (null when unset) and `done` naming the process.
+#[tokio::test]
+async fn status_event_carries_exactly_the_spec_fields() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    complete(s.addr, id).await;
+    let (_, events) = follow_all(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
+    let status = events[0].json();
+    let mut keys: Vec<_> = status.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(
+        keys,
+        ["duration", "duration_ms", "error", "exit_code", "result", "status"]
+    );
+    assert_eq!(status["status"], "completed");
+    assert!(status["result"].is_null() && status["duration"].is_string());
+    assert_eq!(events[1].json(), json!({"process_id": id}));
+}
