@@ -69,10 +69,11 @@ impl Route {
     /// The `Allow` header of this route.
     pub fn allow(&self) -> &'static str {
         match self {
-            Route::Health | Route::Stream(_) | Route::Events | Route::Ws => "GET, OPTIONS",
-            Route::Workspaces | Route::Processes | Route::Output(_) => "GET, POST, OPTIONS",
-            Route::Workspace(_) => "GET, DELETE, OPTIONS",
-            Route::Process(_) => "GET, PATCH, DELETE, OPTIONS",
+            Route::Ws => "GET, OPTIONS",
+            Route::Health | Route::Stream(_) | Route::Events => "GET, HEAD, OPTIONS",
+            Route::Workspaces | Route::Processes | Route::Output(_) => "GET, HEAD, POST, OPTIONS",
+            Route::Workspace(_) => "GET, HEAD, DELETE, OPTIONS",
+            Route::Process(_) => "GET, HEAD, PATCH, DELETE, OPTIONS",
             Route::Cancel(_) | Route::Prune => "POST, OPTIONS",
         }
     }
@@ -116,7 +117,12 @@ async fn route_and_dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Re
 async fn dispatch(app: &Arc<App>, req: Request<Incoming>, route: Route, q: Query) -> Result<Resp, ApiError> {
     use Method as M;
     use Route as R;
-    let method = req.method().clone();
+    // HEAD is GET without the body (RFC 9110: every general-purpose server
+    // supports both); hyper leaves the body out. Regression: HEAD was 405.
+    let method = match req.method() {
+        &M::HEAD if route != R::Ws => M::GET,
+        m => m.clone(),
+    };
     match (method, route) {
         (M::GET, R::Health) => Ok(health::get(app)),
         (M::GET, R::Workspaces) => Ok(workspaces::list(app)),

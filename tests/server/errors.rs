@@ -105,11 +105,49 @@ async fn wrong_methods_are_405_with_allow() {
     let s = TestServer::start().await;
     let r = call(s.addr, Method::PUT, "/api/processes", &[], "").await;
     r.expect(405);
-    assert_eq!(r.header("allow"), Some("GET, POST, OPTIONS"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, POST, OPTIONS"));
     let r = call(s.addr, Method::POST, "/api/processes/x", &[], "").await;
     r.expect(405);
-    assert_eq!(r.header("allow"), Some("GET, PATCH, DELETE, OPTIONS"));
+    assert_eq!(r.header("allow"), Some("GET, HEAD, PATCH, DELETE, OPTIONS"));
     call(s.addr, Method::DELETE, "/healthz", &[], "").await.expect(405);
+}
+
+/// Regression: HEAD was a 405 everywhere, though every general-purpose
+/// HTTP server must support it wherever GET works (RFC 9110 section 9.1);
+/// monitors often probe `/healthz` with it. It is GET without the body,
+/// also on the SSE routes (headers, then the response ends at once).
+#[tokio::test]
+async fn bug_head_was_405_where_get_works() {
+    let s = TestServer::start().await;
+    let p = create(s.addr, json!({"name": "x"})).await;
+    let id = p["id"].as_str().unwrap();
+    for path in [
+        "/healthz".to_owned(),
+        "/api/processes".to_owned(),
+        "/api/workspaces/default".to_owned(),
+        format!("/api/processes/{id}"),
+        format!("/api/processes/{id}/output"),
+    ] {
+        let r = call(s.addr, Method::HEAD, &path, &[], "").await;
+        assert_eq!(r.status, 200, "HEAD {path}");
+        assert!(r.body.is_empty(), "HEAD {path} has no body");
+    }
+    let r = call(s.addr, Method::HEAD, "/api/processes/missing", &[], "").await;
+    assert_eq!(r.status, 404, "HEAD of a missing record");
+    for path in [format!("/api/processes/{id}/stream"), "/api/events".to_owned()] {
+        let req = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let out = raw(s.addr, req.as_bytes()).await;
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        assert!(out.contains("text/event-stream"), "{out}");
+        assert!(!out.contains("retry:") && !out.contains("connected"), "no body: {out}");
+    }
+    crate::helper::wait_until("no emitter is left", crate::helper::server::WAIT, || {
+        s.store.emitter_count() == 0
+    })
+    .await;
+    let r = call(s.addr, Method::HEAD, "/ws", &[], "").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("GET, OPTIONS"));
 }
 
 #[tokio::test]
