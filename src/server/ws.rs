@@ -23,6 +23,7 @@ use super::App;
 use super::error::ApiError;
 use super::events::{wanted, workspace_filter};
 use super::response::{self, Resp};
+use super::sse::Heartbeat;
 use super::url::Query;
 use crate::store::SeqEvent;
 
@@ -102,12 +103,26 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
     // A child token, so sockets do not contend on the server token's lock.
     let shutdown = app.shutdown.child_token();
+    // A ping every heartbeat interval (events or not: filtered-out events
+    // write nothing), as SSE streams send heartbeats. Regression: without
+    // them a client that vanished silently was never noticed while no
+    // events flowed, and its task, socket and receiver stayed forever.
+    let mut heartbeat = Heartbeat::new(app.config.heartbeat);
     tracing::debug!("WebSocket open");
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => {
                 close(&mut ws, CloseCode::Away, "server shutting down").await;
                 break;
+            }
+            _ = heartbeat.idle() => {
+                let sent = tokio::select! {
+                    sent = ws.send(Message::Ping(Default::default())) => sent,
+                    _ = shutdown.cancelled() => break,
+                };
+                if sent.is_err() {
+                    break;
+                }
             }
             // Pings are answered by tungstenite while it reads; a close
             // from the client is answered likewise and then ends the stream.

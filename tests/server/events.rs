@@ -121,3 +121,26 @@ async fn events_sse_filters_by_workspace_and_heartbeats() {
     }
     assert_eq!(r.next_named().await.unwrap().name(), "heartbeat");
 }
+
+/// Regression: `/ws` never wrote anything to an idle socket, so a client
+/// that vanished silently (no FIN, e.g. a sleeping laptop) was never
+/// noticed while no events flowed. The server now pings every
+/// `--heartbeat`, and a write that fails ends the socket.
+#[tokio::test]
+async fn bug_idle_websockets_were_never_pinged() {
+    let s = TestServer::start_with(prochub::server::ServerConfig {
+        heartbeat: std::time::Duration::from_millis(50),
+        ..Default::default()
+    })
+    .await;
+    let mut ws = ws_connect(s.addr, "/ws").await;
+    let mut pings = 0;
+    while pings < 2 {
+        let msg = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
+        assert!(matches!(msg, Message::Ping(_)), "only pings on an idle socket: {msg:?}");
+        pings += 1;
+    }
+    // Events still arrive in between.
+    let p = create(s.addr, json!({"name": "x"})).await;
+    assert_eq!(ws_next(&mut ws).await["process"]["id"], p["id"]);
+}
