@@ -255,22 +255,19 @@ struct Seen {
 /// server has subscribed), with a task that counts chunk events until
 /// `expect` arrived or `deadline` passed.
 async fn follow(addr: SocketAddr, path: String, expect: u64, deadline: Instant) -> tokio::task::JoinHandle<Seen> {
-    let mut s = TcpStream::connect(addr).await.expect("connect follower");
-    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
-    s.write_all(req.as_bytes()).await.expect("send GET");
-    let mut buf = Vec::with_capacity(16 * 1024);
-    // Read until the end of the response head.
-    let body_start = loop {
-        let mut tmp = [0u8; 4096];
-        let n = s.read(&mut tmp).await.expect("read head");
-        assert!(n > 0, "server closed before answering");
-        buf.extend_from_slice(&tmp[..n]);
-        if let Some(i) = find(&buf, b"\r\n\r\n") {
-            assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
-            break i + 4;
+    // Opening hundreds of connections at once can overflow a listen
+    // backlog (a reset): retry a few times before giving up.
+    let mut tries = 0;
+    let (mut s, buf) = loop {
+        match open_stream(addr, &path).await {
+            Ok(opened) => break opened,
+            Err(_) if tries < 10 => {
+                tries += 1;
+                tokio::time::sleep(Duration::from_millis(20 * tries)).await;
+            }
+            Err(e) => panic!("cannot open {path} after {tries} tries: {e}"),
         }
     };
-    buf.drain(..body_start);
     tokio::spawn(async move {
         let mut seen = Seen::default();
         let mut dechunk = Dechunk::default();
@@ -292,6 +289,31 @@ async fn follow(addr: SocketAddr, path: String, expect: u64, deadline: Instant) 
         }
         seen
     })
+}
+
+/// Connects, sends the GET and reads the response head; returns the socket
+/// and whatever body bytes came with the head.
+async fn open_stream(addr: SocketAddr, path: &str) -> std::io::Result<(TcpStream, Vec<u8>)> {
+    let mut s = TcpStream::connect(addr).await?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: bench\r\nAccept: text/event-stream\r\n\r\n");
+    s.write_all(req.as_bytes()).await?;
+    let mut buf = Vec::with_capacity(16 * 1024);
+    loop {
+        let mut tmp = [0u8; 4096];
+        let n = s.read(&mut tmp).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "closed before the head",
+            ));
+        }
+        buf.extend_from_slice(&tmp[..n]);
+        if let Some(i) = find(&buf, b"\r\n\r\n") {
+            assert!(buf.starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buf));
+            buf.drain(..i + 4);
+            return Ok((s, buf));
+        }
+    }
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {

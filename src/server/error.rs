@@ -103,7 +103,6 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::UnknownWorkspace(_) => (S::BAD_REQUEST, "unknown_workspace"),
         StoreError::NotFound { .. } => (S::NOT_FOUND, "not_found"),
         StoreError::ProcessExists { .. } => (S::CONFLICT, "already_exists"),
-        StoreError::CreateInProgress { .. } => (S::CONFLICT, "create_in_progress"),
         StoreError::BadTransition { .. } => (S::CONFLICT, "invalid_transition"),
         StoreError::NotRunning { .. } => (S::CONFLICT, "not_running"),
         StoreError::WorkspaceNotEmpty { .. } => (S::CONFLICT, "workspace_not_empty"),

@@ -23,8 +23,6 @@ pub enum StoreError {
     UnknownWorkspace(String),
     #[error("process {:?} already exists", existing.id)]
     ProcessExists { existing: Box<Process> },
-    #[error("process {id:?} is being created by another request")]
-    CreateInProgress { id: String },
     #[error("process {id:?} cannot move from {from} to {to}")]
     BadTransition { id: String, from: Status, to: Status },
     #[error("process {id:?} is {status}: output is only accepted while it is running")]

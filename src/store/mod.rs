@@ -104,8 +104,9 @@ pub struct FileProcessStore {
     /// collect a page, never across an `.await` or a file operation.
     index: RwLock<Index>,
     /// Ids whose create is writing its file right now, so two creates of
-    /// one client-chosen id cannot both succeed. std Mutex, brief.
-    creating: Mutex<HashSet<String>>,
+    /// one client-chosen id cannot both succeed; the second waits for the
+    /// first. std Mutex, brief (the per-id tokio locks are awaited outside it).
+    creating: process::Creating,
     /// Workspaces by id. std Mutex, brief.
     workspaces: Mutex<BTreeMap<String, Workspace>>,
     /// Process creates hold it shared, workspace create/delete exclusive,
@@ -209,7 +210,7 @@ impl FileProcessStore {
             workspaces_dir,
             output_dir,
             index: RwLock::new(index),
-            creating: Mutex::new(HashSet::new()),
+            creating: Mutex::default(),
             workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
             events,

@@ -83,16 +83,21 @@ fn stamp_transition(p: &mut Process, status: Status, now: model::Timestamp) {
     p.status = status;
 }
 
-/// Takes an id out of the "being created" set when the create ends, however
-/// it ends.
+/// Ids whose create is writing its file, each with a lock the creating
+/// request holds until it has finished (inserted into the index, or failed).
+pub(crate) type Creating = Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
+
+/// Takes an id out of the "being created" map when the create ends, however
+/// it ends, and then (field drop order) releases the requests waiting on it.
 struct CreatingGuard<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
+    map: &'a Creating,
     id: String,
+    _held: tokio::sync::OwnedMutexGuard<()>,
 }
 
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
-        self.set.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
     }
 }
 
@@ -133,7 +138,7 @@ impl FileProcessStore {
         if !self.workspace_exists(&workspace) {
             return Err(StoreError::UnknownWorkspace(workspace));
         }
-        let _creating = self.reserve_id(&id)?;
+        let _creating = self.reserve_id(&id).await?;
 
         let now = self.now();
         let status = new.status.unwrap_or_default();
@@ -172,21 +177,39 @@ impl FileProcessStore {
         Ok(p)
     }
 
-    fn reserve_id(&self, id: &str) -> Result<CreatingGuard<'_>> {
-        let index = self.read_index();
-        if let Some(existing) = index.by_id.get(id) {
-            return Err(StoreError::ProcessExists {
-                existing: Box::new(existing.record()),
-            });
+    /// Claims `id` for a create. An id already stored is
+    /// [`StoreError::ProcessExists`]; an id another request is creating right
+    /// now is waited for, so a retried create (an offline queue re-sending
+    /// after a dropped connection) always gets a definite answer: the stored
+    /// record, or the id to itself if the first attempt failed.
+    async fn reserve_id(&self, id: &str) -> Result<CreatingGuard<'_>> {
+        loop {
+            let in_flight = {
+                let index = self.read_index();
+                if let Some(existing) = index.by_id.get(id) {
+                    return Err(StoreError::ProcessExists {
+                        existing: Box::new(existing.record()),
+                    });
+                }
+                let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+                match creating.get(id) {
+                    Some(lock) => lock.clone(),
+                    None => {
+                        let lock = Arc::new(tokio::sync::Mutex::new(()));
+                        let held = lock.clone().try_lock_owned().expect("a new lock is free");
+                        creating.insert(id.to_owned(), lock);
+                        return Ok(CreatingGuard {
+                            map: &self.creating,
+                            id: id.to_owned(),
+                            _held: held,
+                        });
+                    }
+                }
+            };
+            // The other create releases this when it has finished; then
+            // look again.
+            drop(in_flight.lock().await);
         }
-        let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
-        if !creating.insert(id.to_owned()) {
-            return Err(StoreError::CreateInProgress { id: id.to_owned() });
-        }
-        Ok(CreatingGuard {
-            set: &self.creating,
-            id: id.to_owned(),
-        })
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {

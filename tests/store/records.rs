@@ -531,14 +531,24 @@ async fn parallel_creates_of_one_client_id_make_exactly_one_record() {
         })
         .collect();
     let mut made = Vec::new();
+    let mut existing = Vec::new();
     for t in tasks {
         match t.await.unwrap() {
             Ok(p) => made.push(p),
-            Err(StoreError::ProcessExists { .. } | StoreError::CreateInProgress { .. }) => {}
+            // Regression (bug: a create racing an in-flight create of the
+            // same id got `create_in_progress` without the record, and the
+            // client's offline queue dropped it as refused): every loser
+            // now waits and gets the stored record.
+            Err(StoreError::ProcessExists { existing: e }) => existing.push(*e),
             Err(e) => panic!("{e}"),
         }
     }
     assert_eq!(made.len(), 1, "one create wins");
+    assert_eq!(existing.len(), 9);
+    assert!(
+        existing.iter().all(|e| *e == made[0]),
+        "every loser sees the winner's record"
+    );
     assert_eq!(record_on_disk(dir.path(), "offline-42"), made[0]);
     assert_eq!(store.get_process("offline-42").unwrap(), made[0]);
     match store.create_process(new_proc_in("offline-42", "default")).await {
@@ -591,7 +601,6 @@ async fn random_mixed_operations_leave_disk_and_memory_equal() {
                         Ok(())
                         | Err(StoreError::NotFound { .. })
                         | Err(StoreError::ProcessExists { .. })
-                        | Err(StoreError::CreateInProgress { .. })
                         | Err(StoreError::NotRunning { .. })
                         | Err(StoreError::BadTransition { .. }) => {}
                         Err(e) => panic!("unexpected error: {e}"),
