@@ -502,6 +502,15 @@ fn describe_failure(status: ExitStatus) -> Option<String> {
     }
 }
 
+/// The signal that killed a command, read back from the `error`
+/// [`describe_failure`] wrote (the record has no field of its own for it;
+/// `prochub run` exits with 128 + it, as a shell would).
+pub fn killed_by_signal(error: &str) -> Option<i32> {
+    let rest = error.strip_prefix("killed by signal ")?;
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok().filter(|s| (1..128).contains(s))
+}
+
 fn signal_name(sig: i32) -> &'static str {
     match sig {
         libc::SIGHUP => "SIGHUP",
@@ -584,5 +593,13 @@ mod tests {
             describe_failure(ExitStatus::from_raw(libc::SIGKILL)).as_deref(),
             Some("killed by signal 9 (SIGKILL)")
         );
+    }
+
+    #[test]
+    fn the_signal_is_read_back_from_the_error() {
+        let error = describe_failure(ExitStatus::from_raw(libc::SIGTERM)).unwrap();
+        assert_eq!(killed_by_signal(&error), Some(libc::SIGTERM));
+        assert_eq!(killed_by_signal("exited with code 3"), None);
+        assert_eq!(killed_by_signal("killed by signal x"), None);
     }
 }

@@ -113,26 +113,52 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
             .to_string(),
     };
     let name = a.name.unwrap_or_else(|| shell_join(&a.command));
-    let p = client
-        .create_process(&NewProcess {
-            workspace: a.workspace,
-            name,
-            command: Some(a.command),
-            cwd: Some(cwd),
-            ..Default::default()
-        })
-        .await?;
+    // Listen for Ctrl-C before the command exists on the server: one
+    // pressed while the create is in flight must cancel the command, not
+    // kill this process and leave the command running unwatched.
+    let mut sigint = interrupts()?;
+    let new = NewProcess {
+        workspace: a.workspace,
+        name,
+        command: Some(a.command),
+        cwd: Some(cwd),
+        ..Default::default()
+    };
+    let create = client.create_process(&new);
+    tokio::pin!(create);
+    let mut interrupted = false;
+    let p = loop {
+        tokio::select! {
+            p = &mut create => break p?,
+            _ = sigint.recv() => interrupted = true,
+        }
+    };
     tracing::debug!(id = %p.id, "command submitted");
+    if interrupted {
+        eprintln!("prochub: cancelling {}", p.id);
+        match client.cancel(&p.id).await {
+            // 409: it already ended by itself.
+            Err(e) if e.status() != Some(409) => return Err(e.into()),
+            _ => return Ok(EXIT_INTERRUPTED),
+        }
+    }
     // From byte 0: the command may have printed before we connect.
     let follower = client.follow(&p.id, Some(0));
-    let outcome = stream_output(&client, follower, true).await?;
+    let outcome = stream_output(&client, follower, true, sigint).await?;
     if outcome.interrupted {
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(exit_code_of(outcome.status.as_ref()))
 }
 
-/// The exit code `run` ends with: the command's own when it has one.
+/// Ctrl-C (SIGINT) as a stream. Once this is called, SIGINT no longer
+/// ends the process: the caller decides.
+fn interrupts() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")
+}
+
+/// The exit code `run` ends with: the command's own when it has one, 128 +
+/// the signal when a signal killed it (as a shell reports it).
 fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
     match status {
         Some(StatusInfo {
@@ -140,6 +166,10 @@ fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
         }) => u8::try_from(*code).unwrap_or(1),
         Some(s) if s.status == Status::Completed => 0,
         Some(s) if s.status == Status::Cancelled => EXIT_INTERRUPTED,
+        Some(StatusInfo { error: Some(e), .. }) => match crate::runner::killed_by_signal(e) {
+            Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
+            None => 1,
+        },
         _ => 1,
     }
 }
@@ -156,13 +186,16 @@ struct Outcome {
 /// With `cancel_on_interrupt`, the first Ctrl-C cancels the remote process
 /// and keeps following to its end; a second one leaves at once. Without
 /// it, Ctrl-C just stops following.
-async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interrupt: bool) -> anyhow::Result<Outcome> {
-    let tty = output::stdout_is_terminal();
-    let id = follower.id().to_owned();
+async fn stream_output(
+    client: &Client,
+    mut follower: Follower,
+    cancel_on_interrupt: bool,
     // One SIGINT listener for the whole stream, so that no Ctrl-C falls
     // between two loop iterations.
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    mut sigint: tokio::signal::unix::Signal,
+) -> anyhow::Result<Outcome> {
+    let tty = output::stdout_is_terminal();
+    let id = follower.id().to_owned();
     let mut line = StatusLine::new(tty, format!("{id} running"));
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut cancelling = false;
@@ -265,12 +298,13 @@ async fn context_start(client: &Client, id: &str) -> anyhow::Result<u64> {
 
 async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
     let client = connect(&a.client)?;
+    let sigint = interrupts()?;
     let from = if a.from_start {
         0
     } else {
         context_start(&client, &a.id).await?
     };
-    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false).await?;
+    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false, sigint).await?;
     Ok(if outcome.interrupted { EXIT_INTERRUPTED } else { 0 })
 }
 
@@ -322,8 +356,7 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
     // Connect before waiting: fails fast with the usual message when
     // nothing listens, and events from now on are not missed.
     stream.connect().await?;
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut sigint = interrupts()?;
     loop {
         tokio::select! {
             ev = stream.next() => {
@@ -365,6 +398,24 @@ mod tests {
         assert_eq!(exit_code_of(Some(&info(Status::Failed, None))), 1);
         assert_eq!(exit_code_of(Some(&info(Status::Cancelled, None))), 130);
         assert_eq!(exit_code_of(None), 1);
+    }
+
+    #[test]
+    fn a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+        let killed = StatusInfo {
+            status: Status::Failed,
+            duration: None,
+            duration_ms: None,
+            result: serde_json::Value::Null,
+            error: Some("killed by signal 9 (SIGKILL)".into()),
+            exit_code: None,
+        };
+        assert_eq!(exit_code_of(Some(&killed)), 137);
+        let not_started = StatusInfo {
+            error: Some("cannot start \"x\": command not found".into()),
+            ..killed
+        };
+        assert_eq!(exit_code_of(Some(&not_started)), 1);
     }
 
     #[test]

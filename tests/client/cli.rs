@@ -4,7 +4,7 @@ use std::process::Output;
 
 use prochub::model::{Process, Status};
 
-use crate::helper::client::{ServerProc, WAIT, free_port, prochub};
+use crate::helper::client::{Gate, Hold, ServerProc, WAIT, free_port, prochub};
 
 /// Runs `prochub ARGS` to completion.
 async fn cli(args: &[&str]) -> Output {
@@ -261,5 +261,53 @@ async fn follow_starts_at_the_last_lines_like_tail() {
     assert_eq!(text(&out.stdout), lines[990..].concat());
     let out = cli(&["follow", "--server", &server.url, "--from-start", &p.id]).await;
     assert_eq!(text(&out.stdout), lines.concat());
+    server.stop().await;
+}
+
+/// Regression: `run` installed its Ctrl-C handler only once the create
+/// had returned, so a Ctrl-C while it was in flight killed the CLI and
+/// left the command running on the server, unwatched.
+#[tokio::test]
+async fn ctrl_c_while_the_run_request_is_in_flight_cancels_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    // Hold the first request (the create) until the CLI got its Ctrl-C.
+    let gate = Gate::start(server.addr, 1, Hold::UntilReleased).await;
+    let mut cmd = prochub();
+    cmd.args(["run", "--server", &gate.url(), "--", "sleep", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    gate.held().await;
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
+    // Give the signal time to land before the create returns: with the bug
+    // the CLI is dead by then; fixed, it has noted the Ctrl-C.
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    gate.release();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let all = c.list_all(&Default::default(), None).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].status,
+        Status::Cancelled,
+        "the command does not run on unwatched"
+    );
+    server.stop().await;
+}
+
+/// Regression: a command killed by a signal made `run` exit 1; a shell
+/// (and `docker run`, `timeout`) reports 128 + the signal.
+#[tokio::test]
+async fn run_of_a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let out = cli(&["run", "--server", &server.url, "--", "sh", "-c", "kill -9 $$"]).await;
+    assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
     server.stop().await;
 }
