@@ -5,9 +5,12 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
 use crate::model::{Process, Status, Timestamp};
 
-/// Longest name shown in the `ls` table (longer ones end with `…`).
+/// Widest name shown in the `ls` table, in terminal columns (longer ones
+/// end with `…`).
 pub const NAME_WIDTH: usize = 40;
 
 /// Whether stdout is a terminal (colour, status line).
@@ -61,15 +64,25 @@ pub fn duration_cell(p: &Process, now: Timestamp) -> String {
     }
 }
 
+/// `s` on one line, cut to at most `width` terminal columns. Columns, not
+/// chars: a CJK character or an emoji takes two, a combining mark none.
 fn truncate(s: &str, width: usize) -> String {
     let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if one_line.chars().count() <= width {
-        one_line
-    } else {
-        let mut t: String = one_line.chars().take(width - 1).collect();
-        t.push('…');
-        t
+    if one_line.width() <= width {
+        return one_line;
     }
+    let mut t = String::new();
+    let mut used = 0;
+    for c in one_line.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        used += w;
+        t.push(c);
+    }
+    t.push('…');
+    t
 }
 
 /// The `ls` table: id, name, status, age, duration; columns aligned.
@@ -90,10 +103,10 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
             )
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths = header.map(UnicodeWidthStr::width);
     for (_, cells) in &rows {
         for (w, c) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(c.width());
         }
     }
     let line = |cells: &[String; 5], status: Option<Status>| {
@@ -103,7 +116,7 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
             let padded = if last {
                 c.clone()
             } else {
-                format!("{c}{}  ", " ".repeat(w - c.chars().count()))
+                format!("{c}{}  ", " ".repeat(w - c.width()))
             };
             match status {
                 Some(s) if i == 2 => out.push_str(&paint(&padded, s, color)),
@@ -255,5 +268,29 @@ mod tests {
     fn long_names_are_cut() {
         assert_eq!(truncate(&"x".repeat(50), 10).chars().count(), 10);
         assert_eq!(truncate("a\nb", 10), "a b");
+    }
+
+    /// Regression: widths were counted in chars, so a row with CJK or
+    /// emoji in its name pushed every later column out of line, and a
+    /// 40-char CJK name filled 80 columns.
+    #[test]
+    fn the_table_stays_aligned_with_wide_characters_in_names() {
+        let now = crate::model::now();
+        let ps = [
+            proc("01A", "构建项目", Status::Running, now),
+            proc("02B", "🚀 deploy", Status::Failed, now),
+            proc("03C", "plain", Status::Completed, now),
+        ];
+        let table = process_table(&ps, now, false);
+        // The column (in terminal cells) where each line's status starts.
+        let cols: Vec<usize> = table
+            .lines()
+            .zip(["STATUS", "running", "failed", "completed"])
+            .map(|(line, word)| line[..line.find(word).unwrap()].width())
+            .collect();
+        assert_eq!(cols, [cols[0]; 4], "\n{table}");
+        let cut = truncate(&"汉".repeat(40), NAME_WIDTH);
+        assert!(cut.width() <= NAME_WIDTH && cut.ends_with('…'), "{cut}");
+        assert_eq!(truncate(&"汉".repeat(20), NAME_WIDTH), "汉".repeat(20));
     }
 }
