@@ -217,8 +217,8 @@ async fn stream_output(
                     }
                     FollowEvent::Status(s) => {
                         line.clear();
-                        if tty {
-                            eprintln!("{}", output::summary(&s, true));
+                        if let Some(summary) = output::end_summary(&s, tty, output::stderr_is_terminal()) {
+                            eprintln!("{summary}");
                         }
                         status = Some(s);
                     }

@@ -18,6 +18,12 @@ pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
+/// Whether stderr is a terminal where colour is welcome (the end summary
+/// goes there, and stderr may be redirected while stdout is not).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
 /// ANSI colour of a status.
 fn status_color(s: Status) -> &'static str {
     match s {
@@ -151,6 +157,13 @@ pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
     paint(&format!("● {s}"), info.status, color)
 }
 
+/// The summary line for stderr when a followed process ends: shown only
+/// when stdout is a terminal (piped output stays exactly the command's),
+/// coloured only when stderr is one too (`run 2>log` keeps the log plain).
+pub fn end_summary(info: &crate::model::StatusInfo, stdout_tty: bool, stderr_tty: bool) -> Option<String> {
+    stdout_tty.then(|| summary(info, stderr_tty))
+}
+
 /// A status line kept at the bottom of the terminal while output scrolls
 /// above it. Disabled (every call a no-op) when stdout is not a terminal.
 pub struct StatusLine {
@@ -262,6 +275,24 @@ mod tests {
         assert_eq!(lines[2], "02B    t                failed   3h   2m 34s");
         assert!(!table.contains('\x1b'));
         assert!(process_table(&ps, now, true).contains("\x1b[31m"));
+    }
+
+    /// Regression: the end summary was coloured whenever stdout was a
+    /// terminal, so `prochub run … 2>log` wrote ANSI codes into the log.
+    #[test]
+    fn the_end_summary_has_no_colour_when_stderr_is_redirected() {
+        let info = crate::model::StatusInfo {
+            status: Status::Failed,
+            duration: Some("1s".into()),
+            duration_ms: Some(1000),
+            result: serde_json::Value::Null,
+            error: Some("exited with code 3".into()),
+            exit_code: Some(3),
+        };
+        assert_eq!(end_summary(&info, false, true), None, "piped: nothing but the output");
+        let plain = end_summary(&info, true, false).unwrap();
+        assert_eq!(plain, "● failed in 1s (exit code 3)");
+        assert!(end_summary(&info, true, true).unwrap().contains("\x1b[31m"));
     }
 
     #[test]
