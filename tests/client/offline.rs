@@ -243,3 +243,36 @@ async fn the_server_going_away_mid_session_switches_to_the_queue() {
     assert_eq!(client.get_process(&id2).await.unwrap().name, "offline");
     server.stop().await;
 }
+
+/// Regression: a flush dropped every entry the server refused, 401 and
+/// 5xx included, as if the entry itself were at fault: a server that
+/// wants a token (or one having trouble) emptied the queue for good.
+#[tokio::test]
+async fn a_flush_refused_with_401_keeps_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = tmp.path().join("queue.jsonl");
+    let wc = WorkspaceClient::open(dead_client(), tmp.path(), &queue).unwrap();
+    let (id, _) = wc.submit(named("kept")).await.unwrap();
+    wc.update(&id, ProcessPatch::status(Status::Completed)).await.unwrap();
+    drop(wc);
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_with(data.path(), "127.0.0.1:0", &["--token", "s3cret"]).await;
+    let no_token = Client::new(&server.url, None).unwrap();
+    let wc = WorkspaceClient::open(no_token, tmp.path(), &queue).unwrap();
+    let err = wc.flush().await.unwrap_err();
+    assert!(
+        matches!(err, prochub::client::ClientError::Unauthorized { .. }),
+        "{err}"
+    );
+    assert_eq!(wc.queued().len(), 2, "nothing dropped");
+    assert!(wc.is_offline().await, "later requests still queue behind them");
+    assert_eq!(OfflineQueue::open(&queue).unwrap().len(), 2);
+
+    let with_token = Client::new(&server.url, Some("s3cret".into())).unwrap();
+    let wc = WorkspaceClient::open(with_token.clone(), tmp.path(), &queue).unwrap();
+    let report = wc.flush().await.unwrap();
+    assert_eq!((report.sent, report.remaining, report.rejected.len()), (2, 0, 0));
+    assert_eq!(with_token.get_process(&id).await.unwrap().status, Status::Completed);
+    server.stop().await;
+}
