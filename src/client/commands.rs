@@ -20,6 +20,9 @@ pub const FOLLOW_CONTEXT_LINES: usize = 10;
 const FOLLOW_CONTEXT_BYTES: u64 = 16 * 1024;
 /// Exit code after Ctrl-C (128 + SIGINT), also used for a cancelled run.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code when whoever read stdout went away (128 + SIGPIPE, what a
+/// shell reports for a writer killed by a closed pipe).
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 /// Every command but `serve`.
 pub async fn run(cmd: Command) -> anyhow::Result<u8> {
@@ -145,6 +148,9 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
     // From byte 0: the command may have printed before we connect.
     let follower = client.follow(&p.id, Some(0));
     let outcome = stream_output(&client, follower, true, sigint).await?;
+    if outcome.reader_gone {
+        return Ok(EXIT_BROKEN_PIPE);
+    }
     if outcome.interrupted {
         return Ok(EXIT_INTERRUPTED);
     }
@@ -180,6 +186,9 @@ struct Outcome {
     status: Option<StatusInfo>,
     /// The user pressed Ctrl-C (twice for `run`) and we stopped waiting.
     interrupted: bool,
+    /// stdout was a pipe whose reader is gone (`prochub follow ID | head`):
+    /// we stopped, as a local writer killed by SIGPIPE would.
+    reader_gone: bool,
 }
 
 /// Prints a follower's output (stderr chunks to stderr) until `done`.
@@ -207,7 +216,17 @@ async fn stream_output(
                 match ev? {
                     FollowEvent::Chunk { content, stream, .. } => {
                         line.clear();
-                        write_chunk(&content, stream)?;
+                        if !write_chunk(&content, stream)? {
+                            if cancel_on_interrupt {
+                                // `run`: like a local pipeline, the
+                                // command does not outlive its reader.
+                                match client.cancel(&id).await {
+                                    Err(e) if e.status() != Some(409) => eprintln!("prochub: cancel failed: {e}"),
+                                    _ => {}
+                                }
+                            }
+                            return Ok(Outcome { status, interrupted: false, reader_gone: true });
+                        }
                         line.wrote(&content);
                         line.draw();
                     }
@@ -229,7 +248,7 @@ async fn stream_output(
             _ = sigint.recv() => {
                 line.clear();
                 if !cancel_on_interrupt || cancelling {
-                    return Ok(Outcome { status, interrupted: true });
+                    return Ok(Outcome { status, interrupted: true, reader_gone: false });
                 }
                 cancelling = true;
                 eprintln!("prochub: cancelling {id} (Ctrl-C again to stop waiting)");
@@ -248,10 +267,13 @@ async fn stream_output(
     Ok(Outcome {
         status,
         interrupted: false,
+        reader_gone: false,
     })
 }
 
-fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<()> {
+/// Writes a chunk to stdout, or stderr for stderr chunks. False when
+/// stdout's reader is gone (a closed stderr is ignored).
+fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<bool> {
     let result = if stream == Some(StreamKind::Stderr) {
         let mut err = std::io::stderr().lock();
         err.write_all(content.as_bytes()).and_then(|_| err.flush())
@@ -260,8 +282,8 @@ fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<()> 
         out.write_all(content.as_bytes()).and_then(|_| out.flush())
     };
     match result {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(stream == Some(StreamKind::Stderr)),
+        other => Ok(other.map(|()| true)?),
     }
 }
 
@@ -305,7 +327,13 @@ async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
         context_start(&client, &a.id).await?
     };
     let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false, sigint).await?;
-    Ok(if outcome.interrupted { EXIT_INTERRUPTED } else { 0 })
+    Ok(if outcome.reader_gone {
+        EXIT_BROKEN_PIPE
+    } else if outcome.interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        0
+    })
 }
 
 async fn ls(a: LsArgs) -> anyhow::Result<u8> {

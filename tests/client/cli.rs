@@ -311,3 +311,77 @@ async fn run_of_a_command_killed_by_a_signal_exits_128_plus_the_signal() {
     assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
     server.stop().await;
 }
+
+/// Regression: a closed stdout pipe was ignored, so `prochub follow ID |
+/// head -1` never ended while the process ran, and `prochub run … | head
+/// -1` left the command running with nobody reading it.
+#[tokio::test]
+async fn follow_and_run_stop_when_the_reader_of_stdout_goes_away() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+
+    // follow: exits 141 (128 + SIGPIPE); the process itself runs on.
+    let p = c
+        .create_process(&prochub::model::NewProcess {
+            name: "pushed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.append_output(&p.id, "first\n").await.unwrap();
+    let mut child = prochub()
+        .args(["follow", "--server", &server.url, "--from-start", &p.id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, out.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, "first\n");
+    drop(out);
+    let exited = tokio::time::timeout(WAIT, async {
+        loop {
+            c.append_output(&p.id, "more\n").await.unwrap();
+            if let Ok(status) = tokio::time::timeout(std::time::Duration::from_millis(100), child.wait()).await {
+                return status.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("follow ends once nobody reads it");
+    assert_eq!(exited.code(), Some(141));
+    assert_eq!(c.get_process(&p.id).await.unwrap().status, Status::Running);
+
+    // run: also cancels the command, which nobody reads any more.
+    let mut child = prochub()
+        .args([
+            "run",
+            "--server",
+            &server.url,
+            "--",
+            "sh",
+            "-c",
+            "while :; do echo y; sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, out.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(out);
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(141));
+    let all = c.list_all(&Default::default(), None).await.unwrap();
+    let run = all.iter().find(|r| r.command.is_some()).unwrap();
+    assert_eq!(run.status, Status::Cancelled);
+    server.stop().await;
+}
