@@ -393,7 +393,9 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
                     Event::Lifecycle(le) => serde_json::to_string(&le)?,
                     Event::Reset => r#"{"type":"reset"}"#.to_owned(),
                 };
-                print(&format!("{line}\n"))?;
+                if !write_chunk(&format!("{line}\n"), None)? {
+                    return Ok(EXIT_BROKEN_PIPE); // `prochub events | head -1`
+                }
             }
             _ = sigint.recv() => return Ok(0),
         }

@@ -231,8 +231,26 @@ async fn events_prints_one_json_line_per_event() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["type"], "process-added");
     assert!(v["process"]["name"].as_str().unwrap().starts_with('p'));
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+
+    // Regression: with its reader gone (`prochub events | head -1`) it
+    // ran on forever; now the next event ends it with 141.
+    drop(lines);
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            c.create_process(&prochub::model::NewProcess {
+                name: "after".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            if let Ok(status) = tokio::time::timeout(std::time::Duration::from_millis(100), child.wait()).await {
+                return status.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("events ends once nobody reads it");
+    assert_eq!(status.code(), Some(141));
     server.stop().await;
 }
 
