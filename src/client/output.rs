@@ -157,11 +157,20 @@ pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
     paint(&format!("● {s}"), info.status, color)
 }
 
-/// The summary line for stderr when a followed process ends: shown only
-/// when stdout is a terminal (piped output stays exactly the command's),
-/// coloured only when stderr is one too (`run 2>log` keeps the log plain).
+/// The line for stderr when a followed process ends. On a terminal, the
+/// summary, coloured only when stderr is a terminal too (`run 2>log` keeps
+/// the log plain). Piped, stdout stays exactly the command's output and
+/// stderr gets a line only when the command did not exit by itself with a
+/// code (it never started, or a signal killed it): else nothing would say
+/// why `run` failed.
 pub fn end_summary(info: &crate::model::StatusInfo, stdout_tty: bool, stderr_tty: bool) -> Option<String> {
-    stdout_tty.then(|| summary(info, stderr_tty))
+    if stdout_tty {
+        return Some(summary(info, stderr_tty));
+    }
+    match (&info.error, info.exit_code) {
+        (Some(e), None) if info.status == Status::Failed => Some(format!("prochub: {e}")),
+        _ => None,
+    }
 }
 
 /// A status line kept at the bottom of the terminal while output scrolls
@@ -290,6 +299,16 @@ mod tests {
             exit_code: Some(3),
         };
         assert_eq!(end_summary(&info, false, true), None, "piped: nothing but the output");
+        // Regression: piped, a command that never started failed silently.
+        let not_started = crate::model::StatusInfo {
+            error: Some("cannot start \"x\": command not found".into()),
+            exit_code: None,
+            ..info.clone()
+        };
+        assert_eq!(
+            end_summary(&not_started, false, false).as_deref(),
+            Some("prochub: cannot start \"x\": command not found")
+        );
         let plain = end_summary(&info, true, false).unwrap();
         assert_eq!(plain, "● failed in 1s (exit code 3)");
         assert!(end_summary(&info, true, true).unwrap().contains("\x1b[31m"));

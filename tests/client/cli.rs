@@ -154,6 +154,11 @@ async fn run_of_a_missing_command_fails_with_a_clear_error() {
     let server = ServerProc::start(data.path()).await;
     let out = cli(&["run", "--server", &server.url, "--", "prochub-no-such-command"]).await;
     assert_eq!(out.status.code(), Some(1));
+    // Regression: piped, nothing said why.
+    assert_eq!(
+        text(&out.stderr),
+        "prochub: cannot start \"prochub-no-such-command\": command not found\n"
+    );
     let out = cli(&["ls", "--server", &server.url, "--json"]).await;
     let listed: Vec<Process> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0].status, Status::Failed);
