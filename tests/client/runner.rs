@@ -291,7 +291,9 @@ async fn cancel_kills_group_members_that_outlive_their_leader() {
     let (_dir, store) = temp_store().await;
     let grace = Duration::from_millis(500);
     let runner = Runner::new(store.clone(), grace);
-    let script = "(trap '' TERM; exec sleep 30 >/dev/null 2>&1) & echo $$; wait";
+    // The subshell prints the group id ($$ is the shell's pid there too)
+    // once it ignores SIGTERM, so the cancel cannot come before the trap.
+    let script = "(trap '' TERM; echo $$; exec sleep 30 >/dev/null 2>&1) & wait";
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", script]).await;
     let Some(FollowEvent::Chunk(first)) = tokio::time::timeout(WAIT, follow.next()).await.unwrap() else {
         panic!("the command prints its pid first")
