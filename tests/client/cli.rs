@@ -4,7 +4,7 @@ use std::process::Output;
 
 use prochub::model::{Process, Status};
 
-use crate::helper::client::{Gate, Hold, ServerProc, WAIT, free_port, prochub};
+use crate::helper::client::{DeadPort, Gate, Hold, ServerProc, WAIT, prochub};
 
 /// Runs `prochub ARGS` to completion.
 async fn cli(args: &[&str]) -> Output {
@@ -123,7 +123,8 @@ async fn run_follows_live_output_and_completes() {
 
 #[tokio::test]
 async fn errors_are_clear_and_exit_nonzero() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let dead = DeadPort::new();
+    let url = dead.url();
     let out = cli(&["ls", "--server", &url]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(

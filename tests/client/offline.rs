@@ -3,7 +3,7 @@
 use prochub::client::{Client, Delivery, ListParams, OfflineQueue, QueuedOp, WorkspaceClient, WorkspaceIdentity};
 use prochub::model::{NewProcess, ProcessPatch, Status};
 
-use crate::helper::client::{Gate, Hold, ServerProc, WAIT, free_port};
+use crate::helper::client::{DeadPort, Gate, Hold, ServerProc, WAIT};
 
 fn named(name: &str) -> NewProcess {
     NewProcess {
@@ -12,8 +12,11 @@ fn named(name: &str) -> NewProcess {
     }
 }
 
+/// A client of a port where nothing listens (the port stays reserved for
+/// the whole test run, so no other test's server can appear there).
 fn dead_client() -> Client {
-    Client::new(&format!("127.0.0.1:{}", free_port()), None).unwrap()
+    static DEAD: std::sync::OnceLock<DeadPort> = std::sync::OnceLock::new();
+    Client::new(&DEAD.get_or_init(DeadPort::new).url(), None).unwrap()
 }
 
 #[test]

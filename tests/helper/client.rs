@@ -159,12 +159,48 @@ impl Drop for Proxy {
     }
 }
 
-/// A port nothing listens on (bound, then released).
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
+/// A port nothing listens on, reserved for as long as this lives: a
+/// socket is bound to it but never listens, so connecting is refused and
+/// no other test's server can take the port meanwhile (a port bound and
+/// released at once could be picked by the next `bind(0)`, and a client
+/// meant to be offline would reach somebody's server).
+pub struct DeadPort {
+    fd: std::os::fd::OwnedFd,
+    pub port: u16,
+}
+
+impl DeadPort {
+    pub fn new() -> Self {
+        use std::os::fd::{AsRawFd, FromRawFd};
+        // SAFETY: plain socket(2); the descriptor is owned from here on.
+        let raw = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+        assert!(raw >= 0, "socket: {}", std::io::Error::last_os_error());
+        // SAFETY: `raw` is a fresh descriptor nobody else owns.
+        let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(raw) };
+        let mut addr: libc::sockaddr_in = unsafe { std::mem::zeroed() };
+        addr.sin_family = libc::AF_INET as libc::sa_family_t;
+        addr.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
+        let mut len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+        // SAFETY: `addr` is a valid sockaddr_in of `len` bytes for both calls.
+        unsafe {
+            let p = &mut addr as *mut libc::sockaddr_in as *mut libc::sockaddr;
+            assert_eq!(
+                libc::bind(fd.as_raw_fd(), p, len),
+                0,
+                "bind: {}",
+                std::io::Error::last_os_error()
+            );
+            assert_eq!(libc::getsockname(fd.as_raw_fd(), p, &mut len), 0, "getsockname");
+        }
+        DeadPort {
+            fd,
+            port: u16::from_be(addr.sin_port),
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
 }
 
 /// What a [`Gate`] does with the request it holds.
