@@ -37,6 +37,9 @@ pub const CANCEL_GRACE: Duration = Duration::from_secs(5);
 /// exited. A grandchild that escaped the process group can hold a pipe open
 /// forever; its output after this is not recorded.
 pub const PIPE_DRAIN: Duration = Duration::from_secs(2);
+/// How often a stopped command's process group is checked for members
+/// that outlived its leader, until the grace period ends.
+const GROUP_POLL: Duration = Duration::from_millis(50);
 /// Bytes read from a pipe at once (one chunk at most, usually less).
 pub const READ_BLOCK: usize = 16 * 1024;
 /// The `error` of a record whose command outlived its server.
@@ -254,14 +257,17 @@ impl Runner {
     }
 
     /// SIGTERM to the command's process group, SIGKILL after the grace
-    /// period; returns the exit status once reaped.
+    /// period; returns the exit status once reaped. The group gets the
+    /// SIGKILL too when its leader obeyed SIGTERM but a member did not:
+    /// a stop means every process of the command.
     async fn terminate(&self, id: &str, child: &mut Child) -> std::io::Result<ExitStatus> {
         let Some(pid) = child.id() else {
             // Already reaped: nothing left to signal.
             return child.wait().await;
         };
+        let deadline = tokio::time::Instant::now() + self.grace;
         signal_group(pid, libc::SIGTERM);
-        match tokio::time::timeout(self.grace, child.wait()).await {
+        let status = match tokio::time::timeout_at(deadline, child.wait()).await {
             Ok(status) => status,
             Err(_) => {
                 tracing::info!(id = %id, pid, "command ignored SIGTERM; sending SIGKILL");
@@ -269,7 +275,18 @@ impl Runner {
                 let _ = child.start_kill();
                 child.wait().await
             }
+        };
+        // The leader is reaped; members of its group may live on (they
+        // keep the group id, so it cannot be reused while they do).
+        while group_alive(pid) {
+            if tokio::time::Instant::now() >= deadline {
+                tracing::info!(id = %id, pid, "processes of the command ignored SIGTERM; sending SIGKILL");
+                signal_group(pid, libc::SIGKILL);
+                break;
+            }
+            tokio::time::sleep(GROUP_POLL).await;
         }
+        status
     }
 
     /// Writes the terminal record for a command that exited with `status`.
@@ -488,6 +505,36 @@ fn signal_group(pid: u32, sig: libc::c_int) {
     }
 }
 
+/// Whether a process other than a zombie is in process group `pgid`.
+/// Read from /proc, because `kill(-pgid, 0)` also counts zombies, which
+/// linger where PID 1 does not reap (containers). Without /proc, falls
+/// back to `kill`.
+fn group_alive(pgid: u32) -> bool {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        let Ok(pgid) = libc::pid_t::try_from(pgid) else {
+            return false;
+        };
+        // SAFETY: kill(2) with signal 0 only checks for existence.
+        return unsafe { libc::kill(-pgid, 0) } == 0;
+    };
+    entries.flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        // "pid (comm) state ppid pgrp ...": comm may hold spaces and parens.
+        let Some(after) = stat.rfind(')').map(|i| &stat[i + 1..]) else {
+            return false;
+        };
+        let mut fields = after.split_whitespace();
+        let state = fields.next();
+        let pgrp = fields.nth(1).and_then(|g| g.parse::<u32>().ok());
+        pgrp == Some(pgid) && !matches!(state, Some("Z" | "X"))
+    })
+}
+
 /// The `error` of an ended command: None on success.
 fn describe_failure(status: ExitStatus) -> Option<String> {
     if status.success() {
@@ -500,6 +547,15 @@ fn describe_failure(status: ExitStatus) -> Option<String> {
         Some(sig) => Some(format!("killed by signal {sig} ({})", signal_name(sig))),
         None => Some("ended abnormally".to_owned()),
     }
+}
+
+/// The signal that killed a command, read back from the `error`
+/// [`describe_failure`] wrote (the record has no field of its own for it;
+/// `prochub run` exits with 128 + it, as a shell would).
+pub fn killed_by_signal(error: &str) -> Option<i32> {
+    let rest = error.strip_prefix("killed by signal ")?;
+    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
+    digits.parse().ok().filter(|s| (1..128).contains(s))
 }
 
 fn signal_name(sig: i32) -> &'static str {
@@ -584,5 +640,13 @@ mod tests {
             describe_failure(ExitStatus::from_raw(libc::SIGKILL)).as_deref(),
             Some("killed by signal 9 (SIGKILL)")
         );
+    }
+
+    #[test]
+    fn the_signal_is_read_back_from_the_error() {
+        let error = describe_failure(ExitStatus::from_raw(libc::SIGTERM)).unwrap();
+        assert_eq!(killed_by_signal(&error), Some(libc::SIGTERM));
+        assert_eq!(killed_by_signal("exited with code 3"), None);
+        assert_eq!(killed_by_signal("killed by signal x"), None);
     }
 }

@@ -20,6 +20,9 @@ pub const FOLLOW_CONTEXT_LINES: usize = 10;
 const FOLLOW_CONTEXT_BYTES: u64 = 16 * 1024;
 /// Exit code after Ctrl-C (128 + SIGINT), also used for a cancelled run.
 const EXIT_INTERRUPTED: u8 = 130;
+/// Exit code when whoever read stdout went away (128 + SIGPIPE, what a
+/// shell reports for a writer killed by a closed pipe).
+const EXIT_BROKEN_PIPE: u8 = 141;
 
 /// Every command but `serve`.
 pub async fn run(cmd: Command) -> anyhow::Result<u8> {
@@ -113,26 +116,55 @@ async fn run_command(a: RunArgs) -> anyhow::Result<u8> {
             .to_string(),
     };
     let name = a.name.unwrap_or_else(|| shell_join(&a.command));
-    let p = client
-        .create_process(&NewProcess {
-            workspace: a.workspace,
-            name,
-            command: Some(a.command),
-            cwd: Some(cwd),
-            ..Default::default()
-        })
-        .await?;
+    // Listen for Ctrl-C before the command exists on the server: one
+    // pressed while the create is in flight must cancel the command, not
+    // kill this process and leave the command running unwatched.
+    let mut sigint = interrupts()?;
+    let new = NewProcess {
+        workspace: a.workspace,
+        name,
+        command: Some(a.command),
+        cwd: Some(cwd),
+        ..Default::default()
+    };
+    let create = client.create_process(&new);
+    tokio::pin!(create);
+    let mut interrupted = false;
+    let p = loop {
+        tokio::select! {
+            p = &mut create => break p?,
+            _ = sigint.recv() => interrupted = true,
+        }
+    };
     tracing::debug!(id = %p.id, "command submitted");
+    if interrupted {
+        eprintln!("prochub: cancelling {}", p.id);
+        match client.cancel(&p.id).await {
+            // 409: it already ended by itself.
+            Err(e) if e.status() != Some(409) => return Err(e.into()),
+            _ => return Ok(EXIT_INTERRUPTED),
+        }
+    }
     // From byte 0: the command may have printed before we connect.
     let follower = client.follow(&p.id, Some(0));
-    let outcome = stream_output(&client, follower, true).await?;
+    let outcome = stream_output(&client, follower, true, sigint).await?;
+    if outcome.reader_gone {
+        return Ok(EXIT_BROKEN_PIPE);
+    }
     if outcome.interrupted {
         return Ok(EXIT_INTERRUPTED);
     }
     Ok(exit_code_of(outcome.status.as_ref()))
 }
 
-/// The exit code `run` ends with: the command's own when it has one.
+/// Ctrl-C (SIGINT) as a stream. Once this is called, SIGINT no longer
+/// ends the process: the caller decides.
+fn interrupts() -> anyhow::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")
+}
+
+/// The exit code `run` ends with: the command's own when it has one, 128 +
+/// the signal when a signal killed it (as a shell reports it).
 fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
     match status {
         Some(StatusInfo {
@@ -140,6 +172,10 @@ fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
         }) => u8::try_from(*code).unwrap_or(1),
         Some(s) if s.status == Status::Completed => 0,
         Some(s) if s.status == Status::Cancelled => EXIT_INTERRUPTED,
+        Some(StatusInfo { error: Some(e), .. }) => match crate::runner::killed_by_signal(e) {
+            Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
+            None => 1,
+        },
         _ => 1,
     }
 }
@@ -150,19 +186,25 @@ struct Outcome {
     status: Option<StatusInfo>,
     /// The user pressed Ctrl-C (twice for `run`) and we stopped waiting.
     interrupted: bool,
+    /// stdout was a pipe whose reader is gone (`prochub follow ID | head`):
+    /// we stopped, as a local writer killed by SIGPIPE would.
+    reader_gone: bool,
 }
 
 /// Prints a follower's output (stderr chunks to stderr) until `done`.
 /// With `cancel_on_interrupt`, the first Ctrl-C cancels the remote process
 /// and keeps following to its end; a second one leaves at once. Without
 /// it, Ctrl-C just stops following.
-async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interrupt: bool) -> anyhow::Result<Outcome> {
-    let tty = output::stdout_is_terminal();
-    let id = follower.id().to_owned();
+async fn stream_output(
+    client: &Client,
+    mut follower: Follower,
+    cancel_on_interrupt: bool,
     // One SIGINT listener for the whole stream, so that no Ctrl-C falls
     // between two loop iterations.
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    mut sigint: tokio::signal::unix::Signal,
+) -> anyhow::Result<Outcome> {
+    let tty = output::stdout_is_terminal();
+    let id = follower.id().to_owned();
     let mut line = StatusLine::new(tty, format!("{id} running"));
     let mut ticker = tokio::time::interval(std::time::Duration::from_secs(1));
     let mut cancelling = false;
@@ -174,7 +216,17 @@ async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interr
                 match ev? {
                     FollowEvent::Chunk { content, stream, .. } => {
                         line.clear();
-                        write_chunk(&content, stream)?;
+                        if !write_chunk(&content, stream)? {
+                            if cancel_on_interrupt {
+                                // `run`: like a local pipeline, the
+                                // command does not outlive its reader.
+                                match client.cancel(&id).await {
+                                    Err(e) if e.status() != Some(409) => eprintln!("prochub: cancel failed: {e}"),
+                                    _ => {}
+                                }
+                            }
+                            return Ok(Outcome { status, interrupted: false, reader_gone: true });
+                        }
                         line.wrote(&content);
                         line.draw();
                     }
@@ -184,8 +236,8 @@ async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interr
                     }
                     FollowEvent::Status(s) => {
                         line.clear();
-                        if tty {
-                            eprintln!("{}", output::summary(&s, true));
+                        if let Some(summary) = output::end_summary(&s, tty, output::stderr_is_terminal()) {
+                            eprintln!("{summary}");
                         }
                         status = Some(s);
                     }
@@ -196,7 +248,7 @@ async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interr
             _ = sigint.recv() => {
                 line.clear();
                 if !cancel_on_interrupt || cancelling {
-                    return Ok(Outcome { status, interrupted: true });
+                    return Ok(Outcome { status, interrupted: true, reader_gone: false });
                 }
                 cancelling = true;
                 eprintln!("prochub: cancelling {id} (Ctrl-C again to stop waiting)");
@@ -215,10 +267,13 @@ async fn stream_output(client: &Client, mut follower: Follower, cancel_on_interr
     Ok(Outcome {
         status,
         interrupted: false,
+        reader_gone: false,
     })
 }
 
-fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<()> {
+/// Writes a chunk to stdout, or stderr for stderr chunks. False when
+/// stdout's reader is gone (a closed stderr is ignored).
+fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<bool> {
     let result = if stream == Some(StreamKind::Stderr) {
         let mut err = std::io::stderr().lock();
         err.write_all(content.as_bytes()).and_then(|_| err.flush())
@@ -227,8 +282,8 @@ fn write_chunk(content: &str, stream: Option<StreamKind>) -> anyhow::Result<()> 
         out.write_all(content.as_bytes()).and_then(|_| out.flush())
     };
     match result {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
-        other => Ok(other?),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(stream == Some(StreamKind::Stderr)),
+        other => Ok(other.map(|()| true)?),
     }
 }
 
@@ -265,13 +320,20 @@ async fn context_start(client: &Client, id: &str) -> anyhow::Result<u64> {
 
 async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
     let client = connect(&a.client)?;
+    let sigint = interrupts()?;
     let from = if a.from_start {
         0
     } else {
         context_start(&client, &a.id).await?
     };
-    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false).await?;
-    Ok(if outcome.interrupted { EXIT_INTERRUPTED } else { 0 })
+    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false, sigint).await?;
+    Ok(if outcome.reader_gone {
+        EXIT_BROKEN_PIPE
+    } else if outcome.interrupted {
+        EXIT_INTERRUPTED
+    } else {
+        0
+    })
 }
 
 async fn ls(a: LsArgs) -> anyhow::Result<u8> {
@@ -322,8 +384,7 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
     // Connect before waiting: fails fast with the usual message when
     // nothing listens, and events from now on are not missed.
     stream.connect().await?;
-    let mut sigint =
-        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt()).context("listening for Ctrl-C")?;
+    let mut sigint = interrupts()?;
     loop {
         tokio::select! {
             ev = stream.next() => {
@@ -332,7 +393,9 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
                     Event::Lifecycle(le) => serde_json::to_string(&le)?,
                     Event::Reset => r#"{"type":"reset"}"#.to_owned(),
                 };
-                print(&format!("{line}\n"))?;
+                if !write_chunk(&format!("{line}\n"), None)? {
+                    return Ok(EXIT_BROKEN_PIPE); // `prochub events | head -1`
+                }
             }
             _ = sigint.recv() => return Ok(0),
         }
@@ -365,6 +428,24 @@ mod tests {
         assert_eq!(exit_code_of(Some(&info(Status::Failed, None))), 1);
         assert_eq!(exit_code_of(Some(&info(Status::Cancelled, None))), 130);
         assert_eq!(exit_code_of(None), 1);
+    }
+
+    #[test]
+    fn a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+        let killed = StatusInfo {
+            status: Status::Failed,
+            duration: None,
+            duration_ms: None,
+            result: serde_json::Value::Null,
+            error: Some("killed by signal 9 (SIGKILL)".into()),
+            exit_code: None,
+        };
+        assert_eq!(exit_code_of(Some(&killed)), 137);
+        let not_started = StatusInfo {
+            error: Some("cannot start \"x\": command not found".into()),
+            ..killed
+        };
+        assert_eq!(exit_code_of(Some(&not_started)), 1);
     }
 
     #[test]

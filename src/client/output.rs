@@ -5,14 +5,23 @@
 use std::io::{IsTerminal, Write};
 use std::time::Instant;
 
+use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
+
 use crate::model::{Process, Status, Timestamp};
 
-/// Longest name shown in the `ls` table (longer ones end with `…`).
+/// Widest name shown in the `ls` table, in terminal columns (longer ones
+/// end with `…`).
 pub const NAME_WIDTH: usize = 40;
 
 /// Whether stdout is a terminal (colour, status line).
 pub fn stdout_is_terminal() -> bool {
     std::io::stdout().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Whether stderr is a terminal where colour is welcome (the end summary
+/// goes there, and stderr may be redirected while stdout is not).
+pub fn stderr_is_terminal() -> bool {
+    std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
 }
 
 /// ANSI colour of a status.
@@ -61,15 +70,25 @@ pub fn duration_cell(p: &Process, now: Timestamp) -> String {
     }
 }
 
+/// `s` on one line, cut to at most `width` terminal columns. Columns, not
+/// chars: a CJK character or an emoji takes two, a combining mark none.
 fn truncate(s: &str, width: usize) -> String {
     let one_line: String = s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
-    if one_line.chars().count() <= width {
-        one_line
-    } else {
-        let mut t: String = one_line.chars().take(width - 1).collect();
-        t.push('…');
-        t
+    if one_line.width() <= width {
+        return one_line;
     }
+    let mut t = String::new();
+    let mut used = 0;
+    for c in one_line.chars() {
+        let w = c.width().unwrap_or(0);
+        if used + w > width - 1 {
+            break;
+        }
+        used += w;
+        t.push(c);
+    }
+    t.push('…');
+    t
 }
 
 /// The `ls` table: id, name, status, age, duration; columns aligned.
@@ -90,10 +109,10 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
             )
         })
         .collect();
-    let mut widths = header.map(|h| h.chars().count());
+    let mut widths = header.map(UnicodeWidthStr::width);
     for (_, cells) in &rows {
         for (w, c) in widths.iter_mut().zip(cells) {
-            *w = (*w).max(c.chars().count());
+            *w = (*w).max(c.width());
         }
     }
     let line = |cells: &[String; 5], status: Option<Status>| {
@@ -103,7 +122,7 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
             let padded = if last {
                 c.clone()
             } else {
-                format!("{c}{}  ", " ".repeat(w - c.chars().count()))
+                format!("{c}{}  ", " ".repeat(w - c.width()))
             };
             match status {
                 Some(s) if i == 2 => out.push_str(&paint(&padded, s, color)),
@@ -136,6 +155,22 @@ pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
         s.push_str(&format!(": {e}"));
     }
     paint(&format!("● {s}"), info.status, color)
+}
+
+/// The line for stderr when a followed process ends. On a terminal, the
+/// summary, coloured only when stderr is a terminal too (`run 2>log` keeps
+/// the log plain). Piped, stdout stays exactly the command's output and
+/// stderr gets a line only when the command did not exit by itself with a
+/// code (it never started, or a signal killed it): else nothing would say
+/// why `run` failed.
+pub fn end_summary(info: &crate::model::StatusInfo, stdout_tty: bool, stderr_tty: bool) -> Option<String> {
+    if stdout_tty {
+        return Some(summary(info, stderr_tty));
+    }
+    match (&info.error, info.exit_code) {
+        (Some(e), None) if info.status == Status::Failed => Some(format!("prochub: {e}")),
+        _ => None,
+    }
 }
 
 /// A status line kept at the bottom of the terminal while output scrolls
@@ -251,9 +286,61 @@ mod tests {
         assert!(process_table(&ps, now, true).contains("\x1b[31m"));
     }
 
+    /// Regression: the end summary was coloured whenever stdout was a
+    /// terminal, so `prochub run … 2>log` wrote ANSI codes into the log.
+    #[test]
+    fn the_end_summary_has_no_colour_when_stderr_is_redirected() {
+        let info = crate::model::StatusInfo {
+            status: Status::Failed,
+            duration: Some("1s".into()),
+            duration_ms: Some(1000),
+            result: serde_json::Value::Null,
+            error: Some("exited with code 3".into()),
+            exit_code: Some(3),
+        };
+        assert_eq!(end_summary(&info, false, true), None, "piped: nothing but the output");
+        // Regression: piped, a command that never started failed silently.
+        let not_started = crate::model::StatusInfo {
+            error: Some("cannot start \"x\": command not found".into()),
+            exit_code: None,
+            ..info.clone()
+        };
+        assert_eq!(
+            end_summary(&not_started, false, false).as_deref(),
+            Some("prochub: cannot start \"x\": command not found")
+        );
+        let plain = end_summary(&info, true, false).unwrap();
+        assert_eq!(plain, "● failed in 1s (exit code 3)");
+        assert!(end_summary(&info, true, true).unwrap().contains("\x1b[31m"));
+    }
+
     #[test]
     fn long_names_are_cut() {
         assert_eq!(truncate(&"x".repeat(50), 10).chars().count(), 10);
         assert_eq!(truncate("a\nb", 10), "a b");
+    }
+
+    /// Regression: widths were counted in chars, so a row with CJK or
+    /// emoji in its name pushed every later column out of line, and a
+    /// 40-char CJK name filled 80 columns.
+    #[test]
+    fn the_table_stays_aligned_with_wide_characters_in_names() {
+        let now = crate::model::now();
+        let ps = [
+            proc("01A", "构建项目", Status::Running, now),
+            proc("02B", "🚀 deploy", Status::Failed, now),
+            proc("03C", "plain", Status::Completed, now),
+        ];
+        let table = process_table(&ps, now, false);
+        // The column (in terminal cells) where each line's status starts.
+        let cols: Vec<usize> = table
+            .lines()
+            .zip(["STATUS", "running", "failed", "completed"])
+            .map(|(line, word)| line[..line.find(word).unwrap()].width())
+            .collect();
+        assert_eq!(cols, [cols[0]; 4], "\n{table}");
+        let cut = truncate(&"汉".repeat(40), NAME_WIDTH);
+        assert!(cut.width() <= NAME_WIDTH && cut.ends_with('…'), "{cut}");
+        assert_eq!(truncate(&"汉".repeat(20), NAME_WIDTH), "汉".repeat(20));
     }
 }

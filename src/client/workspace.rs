@@ -11,7 +11,9 @@
 //! * `flush` sends the queue front to back, removing each entry from the
 //!   file only once the server acknowledged it. A create answered 409 with
 //!   the stored record was delivered by an earlier, interrupted flush; a
-//!   remove answered 404 is done too. Any other refusal (400, a 409 on a
+//!   remove answered 404 is done too. A server error (5xx, 429) stops the
+//!   flush like an unreachable server; a 401 stops it with the error (the
+//!   token is wrong, not the entry). Any other refusal (400, a 409 on a
 //!   status move) cannot succeed by retrying: the entry is dropped and
 //!   reported in [`FlushReport::rejected`].
 
@@ -128,7 +130,8 @@ pub struct FlushReport {
     pub sent: usize,
     /// Entries the server refused for good, with the reason; dropped.
     pub rejected: Vec<(QueuedOp, ClientError)>,
-    /// Entries still queued: the server went away again mid-flush.
+    /// Entries still queued: the server went away again mid-flush (or
+    /// answered with a server error).
     pub remaining: usize,
 }
 
@@ -432,10 +435,17 @@ impl WorkspaceClient {
                     }
                     report.sent += 1;
                 }
-                Err(e) if e.is_offline() => {
+                // Gone again, or unwell (5xx, 429): try later.
+                Err(e) if e.is_retryable() || e.status() == Some(429) => {
                     st.offline = true;
                     report.remaining = self.lock_queue().len();
                     return Ok(report);
+                }
+                // Not the entry's fault but the client's configuration:
+                // keep everything queued and say so.
+                Err(e @ ClientError::Unauthorized { .. }) => {
+                    st.offline = true;
+                    return Err(e);
                 }
                 Err(e) => {
                     tracing::warn!(err = %e, op = ?entry.op, "the server refused a queued request; dropping it");

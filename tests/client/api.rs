@@ -10,7 +10,7 @@ use prochub::client::{
 use prochub::model::{NewProcess, NewWorkspace, ProcessPatch, Status};
 use serde_json::json;
 
-use crate::helper::client::{Proxy, ServerProc, WAIT, free_port};
+use crate::helper::client::{DeadPort, Proxy, ServerProc, WAIT};
 
 fn named(name: &str) -> NewProcess {
     NewProcess {
@@ -191,7 +191,8 @@ async fn every_call_against_a_real_server() {
 
 #[tokio::test]
 async fn errors_name_their_cause() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let dead = DeadPort::new();
+    let url = dead.url();
     let err = Client::new(&url, None).unwrap().health().await.unwrap_err();
     assert_eq!(
         err.to_string(),

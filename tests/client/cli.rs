@@ -4,7 +4,7 @@ use std::process::Output;
 
 use prochub::model::{Process, Status};
 
-use crate::helper::client::{ServerProc, WAIT, free_port, prochub};
+use crate::helper::client::{DeadPort, Gate, Hold, ServerProc, WAIT, prochub};
 
 /// Runs `prochub ARGS` to completion.
 async fn cli(args: &[&str]) -> Output {
@@ -123,7 +123,8 @@ async fn run_follows_live_output_and_completes() {
 
 #[tokio::test]
 async fn errors_are_clear_and_exit_nonzero() {
-    let url = format!("http://127.0.0.1:{}", free_port());
+    let dead = DeadPort::new();
+    let url = dead.url();
     let out = cli(&["ls", "--server", &url]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(
@@ -154,6 +155,11 @@ async fn run_of_a_missing_command_fails_with_a_clear_error() {
     let server = ServerProc::start(data.path()).await;
     let out = cli(&["run", "--server", &server.url, "--", "prochub-no-such-command"]).await;
     assert_eq!(out.status.code(), Some(1));
+    // Regression: piped, nothing said why.
+    assert_eq!(
+        text(&out.stderr),
+        "prochub: cannot start \"prochub-no-such-command\": command not found\n"
+    );
     let out = cli(&["ls", "--server", &server.url, "--json"]).await;
     let listed: Vec<Process> = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0].status, Status::Failed);
@@ -231,8 +237,26 @@ async fn events_prints_one_json_line_per_event() {
     let v: serde_json::Value = serde_json::from_str(&line).unwrap();
     assert_eq!(v["type"], "process-added");
     assert!(v["process"]["name"].as_str().unwrap().starts_with('p'));
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
+
+    // Regression: with its reader gone (`prochub events | head -1`) it
+    // ran on forever; now the next event ends it with 141.
+    drop(lines);
+    let status = tokio::time::timeout(WAIT, async {
+        loop {
+            c.create_process(&prochub::model::NewProcess {
+                name: "after".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+            if let Ok(status) = tokio::time::timeout(std::time::Duration::from_millis(100), child.wait()).await {
+                return status.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("events ends once nobody reads it");
+    assert_eq!(status.code(), Some(141));
     server.stop().await;
 }
 
@@ -261,5 +285,126 @@ async fn follow_starts_at_the_last_lines_like_tail() {
     assert_eq!(text(&out.stdout), lines[990..].concat());
     let out = cli(&["follow", "--server", &server.url, "--from-start", &p.id]).await;
     assert_eq!(text(&out.stdout), lines.concat());
+    server.stop().await;
+}
+
+/// Regression: `run` installed its Ctrl-C handler only once the create
+/// had returned, so a Ctrl-C while it was in flight killed the CLI and
+/// left the command running on the server, unwatched.
+#[tokio::test]
+async fn ctrl_c_while_the_run_request_is_in_flight_cancels_the_command() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    // Hold the first request (the create) until the CLI got its Ctrl-C.
+    let gate = Gate::start(server.addr, 1, Hold::UntilReleased).await;
+    let mut cmd = prochub();
+    cmd.args(["run", "--server", &gate.url(), "--", "sleep", "30"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    gate.held().await;
+    // SAFETY: kill(2) on our own unreaped child.
+    unsafe { libc::kill(child.id().unwrap() as libc::pid_t, libc::SIGINT) };
+    // The signal is pending before the answer can be read: with the bug
+    // the CLI dies of it; fixed, it has noted the Ctrl-C.
+    gate.release();
+    let out = tokio::time::timeout(WAIT, child.wait_with_output())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(130), "stderr: {}", text(&out.stderr));
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let all = c.list_all(&Default::default(), None).await.unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(
+        all[0].status,
+        Status::Cancelled,
+        "the command does not run on unwatched"
+    );
+    server.stop().await;
+}
+
+/// Regression: a command killed by a signal made `run` exit 1; a shell
+/// (and `docker run`, `timeout`) reports 128 + the signal.
+#[tokio::test]
+async fn run_of_a_command_killed_by_a_signal_exits_128_plus_the_signal() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let out = cli(&["run", "--server", &server.url, "--", "sh", "-c", "kill -9 $$"]).await;
+    assert_eq!(out.status.code(), Some(137), "stderr: {}", text(&out.stderr));
+    server.stop().await;
+}
+
+/// Regression: a closed stdout pipe was ignored, so `prochub follow ID |
+/// head -1` never ended while the process ran, and `prochub run … | head
+/// -1` left the command running with nobody reading it.
+#[tokio::test]
+async fn follow_and_run_stop_when_the_reader_of_stdout_goes_away() {
+    use tokio::io::AsyncBufReadExt;
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+
+    // follow: exits 141 (128 + SIGPIPE); the process itself runs on.
+    let p = c
+        .create_process(&prochub::model::NewProcess {
+            name: "pushed".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    c.append_output(&p.id, "first\n").await.unwrap();
+    let mut child = prochub()
+        .args(["follow", "--server", &server.url, "--from-start", &p.id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, out.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(line, "first\n");
+    drop(out);
+    let exited = tokio::time::timeout(WAIT, async {
+        loop {
+            c.append_output(&p.id, "more\n").await.unwrap();
+            if let Ok(status) = tokio::time::timeout(std::time::Duration::from_millis(100), child.wait()).await {
+                return status.unwrap();
+            }
+        }
+    })
+    .await
+    .expect("follow ends once nobody reads it");
+    assert_eq!(exited.code(), Some(141));
+    assert_eq!(c.get_process(&p.id).await.unwrap().status, Status::Running);
+
+    // run: also cancels the command, which nobody reads any more.
+    let mut child = prochub()
+        .args([
+            "run",
+            "--server",
+            &server.url,
+            "--",
+            "sh",
+            "-c",
+            "while :; do echo y; sleep 0.05; done",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, out.read_line(&mut line))
+        .await
+        .unwrap()
+        .unwrap();
+    drop(out);
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(141));
+    let all = c.list_all(&Default::default(), None).await.unwrap();
+    let run = all.iter().find(|r| r.command.is_some()).unwrap();
+    assert_eq!(run.status, Status::Cancelled);
     server.stop().await;
 }

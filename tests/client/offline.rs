@@ -1,9 +1,9 @@
 //! The editor layer: workspace identity and the offline queue.
 
-use prochub::client::{Client, Delivery, ListParams, QueuedOp, WorkspaceClient, WorkspaceIdentity};
+use prochub::client::{Client, Delivery, ListParams, OfflineQueue, QueuedOp, WorkspaceClient, WorkspaceIdentity};
 use prochub::model::{NewProcess, ProcessPatch, Status};
 
-use crate::helper::client::{ServerProc, WAIT, free_port};
+use crate::helper::client::{DeadPort, Gate, Hold, ServerProc, WAIT};
 
 fn named(name: &str) -> NewProcess {
     NewProcess {
@@ -12,8 +12,11 @@ fn named(name: &str) -> NewProcess {
     }
 }
 
+/// A client of a port where nothing listens (the port stays reserved for
+/// the whole test run, so no other test's server can appear there).
 fn dead_client() -> Client {
-    Client::new(&format!("127.0.0.1:{}", free_port()), None).unwrap()
+    static DEAD: std::sync::OnceLock<DeadPort> = std::sync::OnceLock::new();
+    Client::new(&DEAD.get_or_init(DeadPort::new).url(), None).unwrap()
 }
 
 #[test]
@@ -131,6 +134,12 @@ async fn offline_requests_are_queued_on_disk_and_flushed_in_order_once() {
     server.stop().await;
 }
 
+/// Regression (flaky under load): the test used to infer "half-way" from
+/// the client's own attempt counter, polled between `yield_now`s, and read
+/// the in-memory queue right after dropping the flush. Now a gate in front
+/// of the server stops the flush at an exact request, one the server has
+/// acknowledged but whose answer never arrives: the hardest interruption,
+/// and the same one on every run.
 #[tokio::test]
 async fn a_flush_interrupted_and_repeated_creates_no_duplicates() {
     let tmp = tempfile::tempdir().unwrap();
@@ -144,61 +153,71 @@ async fn a_flush_interrupted_and_repeated_creates_no_duplicates() {
         .await
         .unwrap();
     let entries: Vec<QueuedOp> = wc.queued();
+    assert_eq!(entries.len(), 13);
     drop(wc);
 
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start(data.path()).await;
-    let online = Client::new(&server.url, None).unwrap();
+    let direct = Client::new(&server.url, None).unwrap();
 
     // A crash after the server acknowledged the first two creates but
     // before they left the file: simulate by delivering them directly.
+    direct
+        .create_workspace(&WorkspaceIdentity::for_path(tmp.path()).unwrap().registration())
+        .await
+        .unwrap();
     for op in &entries[..2] {
         let QueuedOp::Create { process } = op else {
             panic!("{op:?}")
         };
-        online
-            .create_workspace(&WorkspaceIdentity::for_path(tmp.path()).unwrap().registration())
-            .await
-            .unwrap();
-        online.create_process(process).await.unwrap();
+        direct.create_process(process).await.unwrap();
     }
 
-    // A flush interrupted at an arbitrary point (the future is dropped
-    // once a few requests went out)...
+    // A flush through a gate that swallows the answer to its 6th request:
+    // 1 registers the workspace, 2-3 are the creates delivered above (409,
+    // the stored record), 4-5 create jobs 2 and 3, and 6 creates job 4 on
+    // the server while the flush never hears back. Dropping the flush then
+    // is a crash mid-request.
+    let gate = Gate::start(server.addr, 6, Hold::SwallowAnswer).await;
+    let online = Client::new(&gate.url(), None).unwrap();
     let wc = WorkspaceClient::open(online.clone(), tmp.path(), &queue).unwrap();
     {
         let flush = wc.flush();
         tokio::pin!(flush);
-        let target = online.requests_attempted() + 6;
-        let interrupt = async {
-            loop {
-                tokio::select! {
-                    r = &mut flush => panic!("the flush was meant to be interrupted, it finished: {r:?}"),
-                    _ = tokio::task::yield_now() => {
-                        if online.requests_attempted() >= target { break; }
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(WAIT, interrupt)
-            .await
-            .expect("the flush makes progress");
+        tokio::select! {
+            r = &mut flush => panic!("the flush was meant to be interrupted, it finished: {r:?}"),
+            () = gate.held() => {}
+        }
     }
-    let left = wc.queued().len();
-    assert!(left > 0 && left < entries.len(), "interrupted half-way ({left} left)");
+    assert_eq!(gate.received(), 6);
+    // Jobs 0-3 were acknowledged and removed, each before the next request
+    // went out; job 4 and everything after it is still queued, in memory
+    // and on disk.
+    let left: Vec<QueuedOp> = entries[4..].to_vec();
+    assert_eq!(wc.queued(), left, "interrupted half-way");
+    let on_disk = OfflineQueue::open(&queue).unwrap();
+    assert_eq!(on_disk.entries().iter().map(|e| e.op.clone()).collect::<Vec<_>>(), left);
+    assert!(
+        direct.get_process(&ids[4]).await.is_ok(),
+        "the server has the create whose answer was lost"
+    );
 
-    // ...and repeated: everything arrives once.
+    // ...and repeated: everything arrives once (job 4's create is a 409
+    // with the stored record, which counts as delivered).
     let report = tokio::time::timeout(WAIT, wc.flush()).await.unwrap().unwrap();
     assert!(report.rejected.is_empty(), "{:?}", report.rejected);
+    assert_eq!((report.sent, report.remaining), (left.len(), 0));
     assert!(wc.queued().is_empty());
-    let all = online.list_all(&ListParams::default(), None).await.unwrap();
+    assert!(OfflineQueue::open(&queue).unwrap().is_empty());
+    let all = direct.list_all(&ListParams::default(), None).await.unwrap();
     assert_eq!(all.len(), 12, "no duplicates, none missing");
     let mut seen: Vec<&str> = all.iter().map(|p| p.id.as_str()).collect();
     seen.sort();
     let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
     want.sort();
     assert_eq!(seen, want);
-    assert_eq!(online.get_process(&ids[0]).await.unwrap().status, Status::Completed);
+    assert_eq!(direct.get_process(&ids[0]).await.unwrap().status, Status::Completed);
+    drop(gate);
     server.stop().await;
 }
 
@@ -225,5 +244,38 @@ async fn the_server_going_away_mid_session_switches_to_the_queue() {
     assert_eq!(report.sent, 3);
     assert_eq!(client.get_process(&id).await.unwrap().status, Status::Completed);
     assert_eq!(client.get_process(&id2).await.unwrap().name, "offline");
+    server.stop().await;
+}
+
+/// Regression: a flush dropped every entry the server refused, 401 and
+/// 5xx included, as if the entry itself were at fault: a server that
+/// wants a token (or one having trouble) emptied the queue for good.
+#[tokio::test]
+async fn a_flush_refused_with_401_keeps_the_queue() {
+    let tmp = tempfile::tempdir().unwrap();
+    let queue = tmp.path().join("queue.jsonl");
+    let wc = WorkspaceClient::open(dead_client(), tmp.path(), &queue).unwrap();
+    let (id, _) = wc.submit(named("kept")).await.unwrap();
+    wc.update(&id, ProcessPatch::status(Status::Completed)).await.unwrap();
+    drop(wc);
+
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_with(data.path(), "127.0.0.1:0", &["--token", "s3cret"]).await;
+    let no_token = Client::new(&server.url, None).unwrap();
+    let wc = WorkspaceClient::open(no_token, tmp.path(), &queue).unwrap();
+    let err = wc.flush().await.unwrap_err();
+    assert!(
+        matches!(err, prochub::client::ClientError::Unauthorized { .. }),
+        "{err}"
+    );
+    assert_eq!(wc.queued().len(), 2, "nothing dropped");
+    assert!(wc.is_offline().await, "later requests still queue behind them");
+    assert_eq!(OfflineQueue::open(&queue).unwrap().len(), 2);
+
+    let with_token = Client::new(&server.url, Some("s3cret".into())).unwrap();
+    let wc = WorkspaceClient::open(with_token.clone(), tmp.path(), &queue).unwrap();
+    let report = wc.flush().await.unwrap();
+    assert_eq!((report.sent, report.remaining, report.rejected.len()), (2, 0, 0));
+    assert_eq!(with_token.get_process(&id).await.unwrap().status, Status::Completed);
     server.stop().await;
 }

@@ -261,3 +261,56 @@ async fn a_lot_of_output_arrives_complete_and_in_order() {
     assert_eq!(out.len(), want.len());
     assert!(out == want, "the output differs");
 }
+
+/// Processes of group `pgid` that are not zombies (from /proc: zombies
+/// linger where PID 1 does not reap them).
+fn live_group_members(pgid: u32) -> Vec<String> {
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name.parse::<u32>().is_err() {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{name}/stat")) else {
+            continue;
+        };
+        let after = &stat[stat.rfind(')').unwrap() + 1..];
+        let f: Vec<&str> = after.split_whitespace().collect();
+        if f[2] == pgid.to_string() && f[0] != "Z" {
+            found.push(stat);
+        }
+    }
+    found
+}
+
+/// Regression: the SIGKILL after the grace period went only to a leader
+/// that ignored SIGTERM. When the leader obeyed but a member of its group
+/// did not, that member ran on after the cancel.
+#[tokio::test]
+async fn cancel_kills_group_members_that_outlive_their_leader() {
+    let (_dir, store) = temp_store().await;
+    let grace = Duration::from_millis(500);
+    let runner = Runner::new(store.clone(), grace);
+    // The subshell prints the group id ($$ is the shell's pid there too)
+    // once it ignores SIGTERM, so the cancel cannot come before the trap.
+    let script = "(trap '' TERM; echo $$; exec sleep 30 >/dev/null 2>&1) & wait";
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", script]).await;
+    let Some(FollowEvent::Chunk(first)) = tokio::time::timeout(WAIT, follow.next()).await.unwrap() else {
+        panic!("the command prints its pid first")
+    };
+    let pgid: u32 = first.content.trim().parse().unwrap();
+    assert!(!live_group_members(pgid).is_empty());
+    let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+    // SIGKILL is delivered at once, but the kernel may take a moment to
+    // turn the process into a zombie.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while !live_group_members(pgid).is_empty() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(
+        live_group_members(pgid),
+        Vec::<String>::new(),
+        "nothing of the command runs on"
+    );
+}
