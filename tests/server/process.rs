@@ -203,7 +203,11 @@ async fn a_follower_that_stops_reading_costs_bounded_memory_and_gets_every_byte(
     }
     assert_eq!(got.len(), expected.len());
     assert!(got == expected, "content differs");
-    assert_eq!(names, ["status", "done"], "no lagged, no heartbeat gaps");
+    // Heartbeats are legitimate (under load the test can outlast the
+    // heartbeat interval; it failed that way on a busy machine); a skipped
+    // range (`lagged`) is not.
+    names.retain(|n| n != "heartbeat");
+    assert_eq!(names, ["status", "done"], "no lagged, nothing lost");
 }
 
 #[tokio::test]
