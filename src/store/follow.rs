@@ -213,7 +213,8 @@ impl Follow {
     }
 
     async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
-        let (path, from, to) = (self.path.clone(), self.pos, self.replay_end);
+        let (stream, to) = self.output.lock().stream_run(self.pos, self.replay_end);
+        let (path, from) = (self.path.clone(), self.pos);
         let mut bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
             .await
             .map_err(io::Error::other)??;
@@ -238,7 +239,9 @@ impl Follow {
             // deliver it readable, at the right end offset.
             Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
         };
-        Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(self.pos, content, None)))))
+        Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(
+            self.pos, content, stream,
+        )))))
     }
 
     fn finish(&mut self) -> Option<FollowEvent> {

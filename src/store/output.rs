@@ -30,6 +30,10 @@ pub const EMITTER_CAPACITY: usize = 1024;
 /// chunks, so an emitter's buffer holds at most
 /// `EMITTER_CAPACITY * MAX_CHUNK` bytes = 16 MiB.
 pub const MAX_CHUNK: usize = 16 * 1024;
+/// Most runs of one pipe (stdout/stderr) remembered per process so replayed
+/// output keeps its `stream` tag; past this, replay of later output is
+/// untagged. 16 bytes each: at most 1 MiB per process.
+pub const MAX_STREAM_RUNS: usize = 65_536;
 /// Size of one read from the log while replaying or catching up.
 pub const REPLAY_BLOCK: usize = 64 * 1024;
 
@@ -94,6 +98,40 @@ pub(crate) struct OutputState {
     /// finished record's `result` here cost ~0.6 KiB per record at open).
     pub final_status: Option<StatusInfo>,
     emitter: Option<broadcast::Sender<Arc<Chunk>>>,
+    /// Where each run of stored output from one pipe starts, in order:
+    /// `(offset, pipe)`, a new entry only when the pipe changes. Lets a
+    /// replay tag stored chunks `stdout`/`stderr` like live ones (a `run`
+    /// client that connects after the command's first lines still sends
+    /// stderr to stderr). In memory only: after a restart replays are
+    /// untagged.
+    streams: Vec<(u64, Option<StreamKind>)>,
+}
+
+impl OutputState {
+    /// Records that stored output from `stored` on comes from `stream`.
+    fn note_stream(&mut self, stream: Option<StreamKind>) {
+        let current = self.streams.last().and_then(|r| r.1);
+        if current == stream || (self.streams.is_empty() && stream.is_none()) {
+            return;
+        }
+        if self.streams.len() + 1 >= MAX_STREAM_RUNS {
+            // Full: replay the rest untagged rather than grow without bound.
+            if current.is_some() {
+                self.streams.push((self.stored, None));
+            }
+            return;
+        }
+        self.streams.push((self.stored, stream));
+    }
+
+    /// The pipe of stored output at `pos`, and where that run ends (if
+    /// before `to`).
+    pub(crate) fn stream_run(&self, pos: u64, to: u64) -> (Option<StreamKind>, u64) {
+        let i = self.streams.partition_point(|r| r.0 <= pos);
+        let tag = i.checked_sub(1).and_then(|j| self.streams[j].1);
+        let end = self.streams.get(i).map_or(to, |r| r.0.min(to));
+        (tag, end)
+    }
 }
 
 /// Shared handle of a process's output.
@@ -125,6 +163,7 @@ impl Output {
                 finished: status.is_terminal(),
                 final_status: None,
                 emitter: None,
+                streams: Vec::new(),
             }),
             emitters,
         }
@@ -171,6 +210,7 @@ impl Output {
                 let _ = file.set_len(st.stored);
                 return Err(StoreError::io("append to", &st.path)(e));
             }
+            st.note_stream(stream);
             st.stored += len;
         } else if !st.truncated && len > 0 {
             st.truncated = true;

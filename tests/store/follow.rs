@@ -372,3 +372,43 @@ async fn bug_replay_from_inside_a_character_sent_garbage() {
         assert_eq!(got.offsets.last(), Some(&12));
     }
 }
+
+/// Regression (bug: replayed output lost its stdout/stderr tag, so `prochub
+/// run` printed a fast command's early stderr on stdout): stored chunks
+/// replay with the pipe they were appended from, split where it changes.
+#[tokio::test]
+async fn bug_replay_lost_the_pipe_of_server_run_output() {
+    use prochub::model::StreamKind::{Stderr, Stdout};
+    let (_dir, store) = temp_store().await;
+    let id = running(&store, "piped").await;
+    for (text, pipe) in [
+        ("a1\n", Some(Stdout)),
+        ("a2\n", Some(Stdout)),
+        ("e1\n", Some(Stderr)),
+        ("p\n", None),
+    ] {
+        store.append_output(&id, text.into(), pipe).await.unwrap();
+    }
+    complete(&store, &id).await;
+    let mut follow = store.subscribe(&id, Some(0)).unwrap();
+    let mut got = Vec::new();
+    while let Some(ev) = follow.next().await {
+        if let FollowEvent::Chunk(c) = ev {
+            got.push((c.content.clone(), c.stream));
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            ("a1\na2\n".to_string(), Some(Stdout)),
+            ("e1\n".to_string(), Some(Stderr)),
+            ("p\n".to_string(), None)
+        ]
+    );
+    // From inside a run: the tag of that run.
+    let mut follow = store.subscribe(&id, Some(3)).unwrap();
+    match follow.next().await {
+        Some(FollowEvent::Chunk(c)) => assert_eq!((c.content.as_str(), c.stream), ("a2\n", Some(Stdout))),
+        other => panic!("{other:?}"),
+    }
+}
