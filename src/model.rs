@@ -370,6 +370,21 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
     }
 }
 
+/// Percent-encodes a query value: everything but RFC 3986's unreserved
+/// characters. Shared by the server (`Link` headers) and the client (query
+/// strings), so a cursor or workspace id survives the round trip.
+pub fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Which pipe a chunk of a server-run command came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -120,17 +120,7 @@ pub fn normalize_url(url: &str) -> Result<String, ClientError> {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved).
-pub(crate) fn encode(value: &str) -> String {
-    let mut out = String::with_capacity(value.len());
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub(crate) use crate::model::percent_encode as encode;
 
 fn decode(value: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);

@@ -95,17 +95,7 @@ impl Query {
 }
 
 /// Percent-encodes a query value (for `Link` headers).
-pub fn encode_component(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
+pub use crate::model::percent_encode as encode_component;
 
 #[cfg(test)]
 mod tests {
