@@ -344,6 +344,16 @@ impl Runner {
     /// after the grace period, and its record ends `cancelled`; a process
     /// without a command is just marked `cancelled`. Returns the final record.
     pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Process, crate::store::StoreError> {
+        // The store lets a status "move" to itself; a second cancel of a
+        // cancelled process must still be a conflict (409).
+        let current = self.store.get_process(id)?;
+        if current.status.is_terminal() {
+            return Err(StoreError::BadTransition {
+                id: id.to_owned(),
+                from: current.status,
+                to: Status::Cancelled,
+            });
+        }
         let tracked = self.children().get(id).cloned();
         match tracked {
             Some(t) => {
@@ -354,16 +364,6 @@ impl Runner {
                 }
             }
             None => {
-                // The store lets a status "move" to itself; a second cancel
-                // of a cancelled process must still be a conflict.
-                let current = self.store.get_process(id)?;
-                if current.status.is_terminal() {
-                    return Err(StoreError::BadTransition {
-                        id: id.to_owned(),
-                        from: current.status,
-                        to: Status::Cancelled,
-                    });
-                }
                 self.store
                     .update_process(id, ProcessPatch::status(Status::Cancelled))
                     .await

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::output::{Chunk, Output, REPLAY_BLOCK, read_range};
+use super::output::{Chunk, Output, REPLAY_BLOCK, log_text, read_range};
 use crate::model::StatusInfo;
 
 /// What a follower receives.
@@ -215,7 +215,7 @@ impl Follow {
     async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
         let (stream, to) = self.output.lock().stream_run(self.pos, self.replay_end);
         let (path, from) = (self.path.clone(), self.pos);
-        let mut bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
+        let bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
             .await
             .map_err(io::Error::other)??;
         if bytes.is_empty() {
@@ -223,22 +223,13 @@ impl Follow {
             self.replay_end = self.pos;
             return Ok(None);
         }
-        // A replay asked to start inside a character (`from` is any byte
-        // offset) starts at the next one. Regression: the partial
-        // character became U+FFFD, so the chunk's length no longer matched
-        // its offsets. Everywhere else blocks start and end on characters.
-        let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
+        // Everywhere but the first block of a replay asked to start inside
+        // a character, blocks start and end on characters.
         self.pos += bytes.len() as u64;
-        if skip == bytes.len() {
+        let content = log_text(bytes);
+        if content.is_empty() {
             return Ok(None);
         }
-        bytes.drain(..skip);
-        let content = match String::from_utf8(bytes) {
-            Ok(s) => s,
-            // Not UTF-8 at all (the log was written by something else):
-            // deliver it readable, at the right end offset.
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        };
         Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(
             self.pos, content, stream,
         )))))
@@ -251,11 +242,6 @@ impl Follow {
             None => self.output.lock().final_status.clone()?,
         };
         Some(FollowEvent::Status(status))
-    }
-
-    /// The stream form of [`Follow::next`].
-    pub fn into_stream(self) -> impl futures_util::Stream<Item = FollowEvent> + Send {
-        futures_util::stream::unfold(self, |mut f| async move { f.next().await.map(|ev| (ev, f)) })
     }
 }
 

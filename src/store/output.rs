@@ -384,6 +384,21 @@ fn complete_prefix_len(b: &[u8]) -> usize {
     b.len()
 }
 
+/// Text of bytes read from a log at any byte offset: a start inside a
+/// character moves to the next one (regression: the partial character
+/// became U+FFFD, so a replayed chunk's length no longer matched its
+/// offsets), and invalid bytes (a write torn by a crash, or a log written by
+/// something else) become U+FFFD, so whatever is served as UTF-8 is UTF-8.
+/// Used by follow replays and by `read_output` alike.
+pub(crate) fn log_text(mut bytes: Vec<u8>) -> String {
+    let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
+    bytes.drain(..skip);
+    match String::from_utf8(bytes) {
+        Ok(s) => s,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    }
+}
+
 /// Reads `from..to` of a log, or as much of it as fits in `max` bytes,
 /// ending at a character boundary unless that is the end of the range.
 pub(crate) fn read_range(path: &Path, from: u64, to: u64, max: usize) -> io::Result<Vec<u8>> {

@@ -435,7 +435,8 @@ impl FileProcessStore {
         Ok(())
     }
 
-    /// Reads stored output.
+    /// Reads stored output as UTF-8 bytes: a range starting inside a
+    /// character starts at the next one, invalid bytes become U+FFFD.
     pub async fn read_output(&self, id: &str, range: OutputRange) -> Result<Vec<u8>> {
         let entry = self.entry(id)?;
         let stored = entry.output.lock().stored;
@@ -445,7 +446,7 @@ impl FileProcessStore {
             OutputRange::Tail(n) => stored.saturating_sub(n),
         };
         let path = self.log_path(id);
-        Self::blocking(move || {
+        let bytes = Self::blocking(move || {
             super::output::read_range(&path, from, stored, usize::MAX).or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Ok(Vec::new())
@@ -454,7 +455,8 @@ impl FileProcessStore {
                 }
             })
         })
-        .await
+        .await?;
+        Ok(super::output::log_text(bytes).into_bytes())
     }
 
     /// Follows a process's output: replay from byte `from` (None: only what

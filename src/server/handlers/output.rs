@@ -62,17 +62,9 @@ pub async fn read(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError>
         (None, Some(n)) => OutputRange::Tail(n),
         (None, None) => OutputRange::All,
     };
-    let mut bytes = app.store.read_output(id, range).await?;
-    let skip = bytes.iter().take(3).take_while(|b| (**b & 0xC0) == 0x80).count();
-    bytes.drain(..skip);
-    // The API only ever stores UTF-8, but a log can still hold invalid
-    // bytes (a write torn by a crash, then more appends after it). The body
-    // is labelled UTF-8, so it must be: invalid sequences become U+FFFD,
-    // as they do in a replay over SSE. Regression: they went out raw.
-    let bytes = match String::from_utf8(bytes) {
-        Ok(s) => s.into_bytes(),
-        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned().into_bytes(),
-    };
+    // The store aligns the start to a character and replaces invalid bytes
+    // (a log torn by a crash), so the body is the UTF-8 it is labelled as.
+    let bytes = app.store.read_output(id, range).await?;
     Ok(response::with_type(
         StatusCode::OK,
         response::full(bytes),

@@ -13,7 +13,7 @@ use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::{Query, encode_component};
 use crate::server::{App, body};
-use crate::store::{ListQuery, MAX_LIMIT, Retention, StoreError};
+use crate::store::{ListQuery, MAX_LIMIT, Retention};
 
 /// 201 + `Location`. With `command`, the runner starts it (403 unless the
 /// server allows exec); `cwd`/`env` only make sense with a command.
@@ -162,22 +162,7 @@ pub async fn delete(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
 /// A server-run command goes to the runner (SIGTERM, then SIGKILL); any
 /// other process is just marked cancelled. 409 when already finished.
 pub async fn cancel(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
-    let current = app.store.get_process(id)?;
-    if current.status.is_terminal() {
-        return Err(StoreError::BadTransition {
-            id: id.to_owned(),
-            from: current.status,
-            to: Status::Cancelled,
-        }
-        .into());
-    }
-    let p = if current.command.is_some() {
-        app.runner.cancel(id).await?
-    } else {
-        app.store
-            .update_process(id, ProcessPatch::status(Status::Cancelled))
-            .await?
-    };
+    let p = app.runner.cancel(id).await?;
     Ok(response::json(StatusCode::OK, &p))
 }
 
