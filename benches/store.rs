@@ -50,28 +50,9 @@ fn fmt_runs(v: &[f64]) -> String {
 }
 
 /// The raw rate of this disk: write + fsync + rename + folder fsync of a
-/// small file, in a loop, for `secs`.
-fn raw_durable_rate(dir: &Path, secs: f64) -> f64 {
-    fs::create_dir_all(dir).expect("raw dir");
-    let payload = vec![b'x'; 400];
-    let target = dir.join("record.json");
-    let deadline = Instant::now() + Duration::from_secs_f64(secs);
-    let started = Instant::now();
-    let mut n = 0u64;
-    while Instant::now() < deadline {
-        let tmp = dir.join(format!(".tmp-{n}"));
-        let mut f = File::create(&tmp).expect("create tmp");
-        f.write_all(&payload).expect("write");
-        f.sync_all().expect("fsync file");
-        fs::rename(&tmp, &target).expect("rename");
-        File::open(dir).and_then(|d| d.sync_all()).expect("fsync dir");
-        n += 1;
-    }
-    n as f64 / started.elapsed().as_secs_f64()
-}
-
-/// The same raw loop on `threads` threads at once (each its own file, same
-/// folder): what the disk gives concurrent writers without any store.
+/// small file, in a loop, for `secs`, on `threads` threads at once (each
+/// its own file, same folder; 1 thread is the single-writer reference):
+/// what the disk gives writers without any store.
 fn raw_durable_rate_threads(dir: &Path, threads: usize, secs: f64) -> f64 {
     fs::create_dir_all(dir).expect("raw dir");
     let deadline = Instant::now() + Duration::from_secs_f64(secs);
@@ -369,7 +350,7 @@ fn main() {
         let (mut raw, mut raw16, mut one, mut sixteen) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut r1, mut r16) = (Vec::new(), Vec::new());
         for r in 0..rounds {
-            raw.push(raw_durable_rate(&fresh("raw"), secs));
+            raw.push(raw_durable_rate_threads(&fresh("raw"), 1, secs));
             one.push(rt.block_on(create_rate(&fresh("one"), 1, secs)));
             sixteen.push(rt.block_on(create_rate(&fresh("sixteen"), 16, secs)));
             raw16.push(raw_durable_rate_threads(&fresh("raw16"), 16, secs));
