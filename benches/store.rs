@@ -122,10 +122,10 @@ fn plant_records(dir: &Path, n: usize) {
     fs::create_dir_all(&out).expect("output dir");
     let t = prochub::model::now();
     for i in 0..n {
-        let id = prochub::model::new_id();
+        let id = prochub::model::Id::generate();
         let p = Process {
             id: id.clone(),
-            workspace: "default".into(),
+            workspace: prochub::model::Id::default_workspace(),
             name: format!("cargo test --workspace (run {i})"),
             status: [Status::Completed, Status::Failed, Status::Cancelled][i % 3],
             created_at: t,
@@ -141,6 +141,7 @@ fn plant_records(dir: &Path, n: usize) {
                 .expect("object"),
             command: None,
             exit_code: Some(0),
+            exit_signal: None,
             output_bytes: 0,
             output_truncated: false,
         };

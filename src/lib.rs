@@ -5,20 +5,28 @@
 //!
 //! # Layout
 //! Lowest layer first; arrows only point down.
-//! * [`model`]: records, the status machine, ids, events. serde only.
-//! * [`store`]: `FileProcessStore`: records on disk, the in-memory index,
-//!   output logs, per-process emitters, lifecycle events, retention.
-//! * [`utf8`]: incremental UTF-8 decoding shared by the runner and the client.
-//! * [`runner`]: server-run commands (spawn, pipe, cancel).
+//! * [`sync`], [`durable`], [`percent`], [`utf8`]: small shared mechanisms
+//!   (poison-free locking, the one durable atomic write, URL component
+//!   encoding, incremental UTF-8 decoding).
+//! * [`model`]: records, the status machine, validated ids, patches,
+//!   events, query shapes. serde only, no I/O.
+//! * [`store`]: the store contract and `FileProcessStore`: records on disk,
+//!   the in-memory index, output logs, per-process emitters, lifecycle
+//!   events, retention.
+//! * [`runner`]: server-run commands: spawn, pump pipes, signals, cancel.
 //! * [`server`]: the hyper server: listener and shutdown, router, handlers,
 //!   SSE, WebSocket, auth, errors.
-//! * [`client`]: the Rust client (CLI and editor extensions, offline queue).
-//! * [`cli`]: clap definitions of the binary.
+//! * [`client`]: the Rust client library for editor extensions: HTTP calls,
+//!   SSE, reconnecting streams, workspace identity, offline queue.
+//! * [`cli`]: clap definitions and every `prochub …` command.
 
 pub mod cli;
 pub mod client;
+pub mod durable;
 pub mod model;
+pub mod percent;
 pub mod runner;
 pub mod server;
 pub mod store;
+pub mod sync;
 pub mod utf8;

@@ -28,8 +28,8 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => prochub::server::serve_command(args).await,
-            other => prochub::client::commands::run(other).await,
+            Command::Serve(args) => prochub::cli::serve::serve_command(args).await,
+            other => prochub::cli::commands::run(other).await,
         }
     });
     match result {

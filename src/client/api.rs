@@ -120,7 +120,7 @@ pub fn normalize_url(url: &str) -> Result<String, ClientError> {
 }
 
 /// Percent-encodes a query value (everything but RFC 3986 unreserved).
-pub(crate) use crate::model::percent_encode as encode;
+pub(crate) use crate::percent::encode;
 
 fn decode(value: &str) -> String {
     let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
@@ -349,12 +349,12 @@ impl Client {
     }
 
     fn process_path(id: &str) -> Result<String, ClientError> {
-        crate::model::validate_id(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        crate::model::Id::parse(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
         Ok(format!("/api/processes/{id}"))
     }
 
     fn workspace_path(id: &str) -> Result<String, ClientError> {
-        crate::model::validate_id(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        crate::model::Id::parse(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
         Ok(format!("/api/workspaces/{id}"))
     }
 

@@ -9,14 +9,10 @@
 //! * [`workspace`]: [`WorkspaceClient`] for editor extensions: a workspace
 //!   identity derived from the folder path, submit/update/remove, and the
 //!   on-disk offline queue ([`queue`]).
-//! * [`commands`] and [`output`]: the CLI's client commands and how they
-//!   print.
 //! * [`error`]: the error type, [`ClientError`].
 
 pub mod api;
-pub mod commands;
 pub mod error;
-pub mod output;
 pub mod queue;
 pub mod sse;
 pub mod stream;

@@ -290,7 +290,7 @@ impl Follower {
     }
 
     fn open(&mut self) -> Result<(), ClientError> {
-        crate::model::validate_id(&self.id).map_err(|e| ClientError::Invalid(e.to_string()))?;
+        crate::model::Id::parse(&self.id).map_err(|e| ClientError::Invalid(e.to_string()))?;
         let from = self.from.expect("resolved before opening");
         let path = format!(
             "/api/processes/{}/stream{}",

@@ -303,13 +303,16 @@ impl WorkspaceClient {
     }
 
     fn lock_queue(&self) -> std::sync::MutexGuard<'_, OfflineQueue> {
-        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.queue)
     }
 
     /// Registers a process in this workspace. The id is chosen here (a
     /// ULID) unless given, so a create retried from the queue is safe.
     pub async fn submit(&self, mut new: NewProcess) -> Result<(String, Delivery), ClientError> {
-        let id = new.id.get_or_insert_with(crate::model::new_id).clone();
+        let id = new
+            .id
+            .get_or_insert_with(|| crate::model::Id::generate().into_string())
+            .clone();
         new.workspace = Some(self.identity.id.clone());
         let mut st = self.state.lock().await;
         st.known.insert(id.clone(), Known::from_new(&new));
@@ -378,7 +381,7 @@ impl WorkspaceClient {
         f: impl FnOnce(&mut OfflineQueue) -> Result<T, ClientError> + Send + 'static,
     ) -> Result<T, ClientError> {
         let queue = self.queue.clone();
-        tokio::task::spawn_blocking(move || f(&mut queue.lock().unwrap_or_else(|e| e.into_inner())))
+        tokio::task::spawn_blocking(move || f(&mut crate::sync::lock(&queue)))
             .await
             .map_err(|e| ClientError::Invalid(format!("queue task failed: {e}")))?
     }
@@ -431,7 +434,7 @@ impl WorkspaceClient {
             match self.send(&mut st, &entry.op).await {
                 Ok(delivery) => {
                     if let Delivery::Sent(p) = &delivery {
-                        st.known.insert(p.id.clone(), Known::from_record(p));
+                        st.known.insert(p.id.to_string(), Known::from_record(p));
                     }
                     report.sent += 1;
                 }
@@ -471,7 +474,7 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a.id, c.id);
         assert_eq!(a.id.len(), 3 + 16);
-        crate::model::validate_id(&a.id).unwrap();
+        crate::model::Id::parse(&a.id).unwrap();
         assert_eq!(a.name, "project");
     }
 

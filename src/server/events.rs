@@ -14,7 +14,6 @@ use super::error::ApiError;
 use super::response::Resp;
 use super::sse::{self, Batch, Heartbeat};
 use super::url::Query;
-use crate::model::validate_id;
 use crate::store::{Resume, SeqEvent, StoreError};
 
 /// The `?workspace=` filter of `/api/events` and `/ws`.
@@ -22,10 +21,7 @@ pub fn workspace_filter(q: &Query) -> Result<Option<String>, ApiError> {
     match q.get("workspace").filter(|w| !w.is_empty()) {
         None => Ok(None),
         Some(w) => {
-            validate_id(w).map_err(|source| StoreError::InvalidId {
-                what: "workspace",
-                source,
-            })?;
+            StoreError::parse_id("workspace", w)?;
             Ok(Some(w.to_owned()))
         }
     }

@@ -24,7 +24,6 @@
 
 mod auth;
 mod body;
-mod command;
 mod cors;
 mod error;
 mod events;
@@ -50,7 +49,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-pub use command::serve_command;
 pub use error::ApiError;
 
 use crate::runner::{CANCEL_GRACE, Runner};

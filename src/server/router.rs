@@ -12,7 +12,6 @@ use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
 use super::url::{Query, segments};
 use super::{App, auth, cors, events, sse, ws};
-use crate::model::validate_id;
 
 /// A known path, with its (validated) id.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,9 +35,9 @@ impl Route {
     pub fn parse(segs: &[String]) -> Result<Route, ApiError> {
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
         let id = |raw: &str, what: &'static str| {
-            validate_id(raw)
-                .map(|_| raw.to_owned())
-                .map_err(|source| ApiError::Store(crate::store::StoreError::InvalidId { what, source }))
+            crate::store::StoreError::parse_id(what, raw)
+                .map(crate::model::Id::into_string)
+                .map_err(ApiError::Store)
         };
         Ok(match s.as_slice() {
             ["healthz"] => Route::Health,

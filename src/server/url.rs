@@ -1,6 +1,6 @@
-//! Path segments and query strings, percent-decoded by hand (the grammar we
-//! accept is small). Decoding happens before validation, so `%2F` or `%00`
-//! inside an id is seen as `/` or NUL and refused by `validate_id`.
+//! Path segments and query strings, percent-decoded with [`crate::percent`].
+//! Decoding happens before validation, so `%2F` or `%00` inside an id is
+//! seen as `/` or NUL and refused by `Id::parse`.
 
 use std::collections::HashMap;
 
@@ -9,32 +9,7 @@ use super::error::ApiError;
 /// Decodes `%XX` escapes (and `+` as space when `plus` is set). Invalid
 /// escapes or bytes that are not UTF-8 are a 400.
 pub fn percent_decode(s: &str, plus: bool) -> Result<String, ApiError> {
-    if !s.contains(['%', '+']) {
-        return Ok(s.to_owned());
-    }
-    let bad = || ApiError::bad_request("invalid_encoding", format!("invalid percent-encoding in {s:?}"));
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = b.get(i + 1..i + 3).ok_or_else(bad)?;
-                let hex = std::str::from_utf8(hex).map_err(|_| bad())?;
-                out.push(u8::from_str_radix(hex, 16).map_err(|_| bad())?);
-                i += 3;
-            }
-            b'+' if plus => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| bad())
+    crate::percent::decode(s, plus).map_err(|e| ApiError::bad_request("invalid_encoding", e.to_string()))
 }
 
 /// The decoded segments of a path: `/api/processes/x` → `["api",
@@ -95,7 +70,7 @@ impl Query {
 }
 
 /// Percent-encodes a query value (for `Link` headers).
-pub use crate::model::percent_encode as encode_component;
+pub use crate::percent::encode as encode_component;
 
 #[cfg(test)]
 mod tests {

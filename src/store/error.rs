@@ -58,10 +58,25 @@ impl StoreError {
         move |source| StoreError::Io { op, path, source }
     }
 
+    /// Parses a `what` ("process", "workspace") id, or says which was bad.
+    pub(crate) fn parse_id(what: &'static str, id: &str) -> Result<crate::model::Id> {
+        crate::model::Id::parse(id).map_err(|source| StoreError::InvalidId { what, source })
+    }
+
     pub(crate) fn invalid(field: &'static str, message: impl Into<String>) -> StoreError {
         StoreError::Invalid {
             field,
             message: message.into(),
+        }
+    }
+}
+
+impl From<crate::durable::WriteError> for StoreError {
+    fn from(e: crate::durable::WriteError) -> StoreError {
+        StoreError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
         }
     }
 }

@@ -56,7 +56,13 @@ async fn every_call_against_a_real_server() {
     let w = c.create_workspace(&ws).await.unwrap();
     assert_eq!(w.id, "ws-a");
     assert_eq!(c.create_workspace(&ws).await.unwrap().id, "ws-a");
-    let ids: Vec<String> = c.list_workspaces().await.unwrap().into_iter().map(|w| w.id).collect();
+    let ids: Vec<String> = c
+        .list_workspaces()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|w| w.id.into_string())
+        .collect();
     assert!(
         ids.contains(&"default".to_owned()) && ids.contains(&"ws-a".to_owned()),
         "{ids:?}"

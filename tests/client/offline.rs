@@ -31,7 +31,7 @@ fn workspace_identity_follows_the_canonical_path() {
     let first = id(&a);
     assert_eq!(first, id(&a), "same path, same id");
     assert!(first.id.starts_with("ws-") && first.id.len() == 19, "{}", first.id);
-    prochub::model::validate_id(&first.id).unwrap();
+    prochub::model::Id::parse(&first.id).unwrap();
     assert_eq!(first.name, "project");
     assert_ne!(first.id, id(&b).id, "different paths, different ids");
     assert_eq!(id(&a.join("src/..")).id, first.id, "`..` resolves");

@@ -105,7 +105,12 @@ pub fn new_proc_in(id: &str, workspace: &str) -> NewProcess {
 
 /// Creates a running process and returns its id.
 pub async fn running(store: &Arc<FileProcessStore>, name: &str) -> String {
-    store.create_process(new_proc(name)).await.expect("create").id
+    store
+        .create_process(new_proc(name))
+        .await
+        .expect("create")
+        .id
+        .into_string()
 }
 
 /// Reads `processes/<id>.json` straight from disk.

@@ -123,7 +123,7 @@ async fn five_hundred_processes_list_filter_and_paginate_exactly() {
         for t in tasks {
             let (ws, p) = t.await.unwrap();
             let p = p.expect("create");
-            by_ws.entry(ws).or_default().insert(p.id.clone());
+            by_ws.entry(ws).or_default().insert(p.id.to_string());
             all.push(p.id);
         }
     }
@@ -147,7 +147,7 @@ async fn five_hundred_processes_list_filter_and_paginate_exactly() {
                 ..Default::default()
             })
             .unwrap();
-        let got: HashSet<_> = page.items.iter().map(|p| p.id.clone()).collect();
+        let got: HashSet<String> = page.items.iter().map(|p| p.id.to_string()).collect();
         assert_eq!(&got, ids, "workspace filter {ws} is exact");
         assert!(page.items.iter().all(|p| p.workspace == *ws));
     }
@@ -186,7 +186,7 @@ async fn five_hundred_processes_list_filter_and_paginate_exactly() {
         }
         let expected: Vec<_> = newest_first
             .iter()
-            .filter(|id| ws.is_none_or(|w| by_ws[w].contains(*id)))
+            .filter(|id| ws.is_none_or(|w| by_ws[w].contains(id.as_str())))
             .cloned()
             .collect();
         assert_eq!(
@@ -631,7 +631,7 @@ async fn random_mixed_operations_leave_disk_and_memory_equal() {
         })
         .collect();
     on_disk.sort();
-    let mut ids: Vec<String> = in_memory.iter().map(|p| p.id.clone()).collect();
+    let mut ids: Vec<String> = in_memory.iter().map(|p| p.id.to_string()).collect();
     ids.sort();
     assert_eq!(on_disk, ids, "the folder holds exactly the indexed records");
     for p in &in_memory {

@@ -28,7 +28,7 @@ async fn corrupt_and_leftover_files_are_quarantined_or_removed_and_the_rest_load
     std::fs::write(procs.join("broken.json"), b"{\"id\": \"broken\", \"name\": ").unwrap();
     std::fs::write(procs.join("notes.txt"), b"hello").unwrap();
     let mut liar = good.clone();
-    liar.id = "someone-else".into();
+    liar.id = prochub::model::Id::parse("someone-else").unwrap();
     std::fs::write(procs.join("liar.json"), serde_json::to_vec(&liar).unwrap()).unwrap();
     std::fs::write(wss.join("ws1.json"), b"not json").unwrap();
     std::fs::write(procs.join(".tmp-abc123"), b"{\"half\": ").unwrap();

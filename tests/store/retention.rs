@@ -16,8 +16,8 @@ use crate::helper::{TestClock, t0};
 /// timestamps, as an older server would have left it.
 fn plant(dir: &Path, id: &str, status: Status, created: Timestamp, ended: Option<Timestamp>) {
     let p = Process {
-        id: id.into(),
-        workspace: "default".into(),
+        id: prochub::model::Id::parse(id).unwrap(),
+        workspace: prochub::model::Id::default_workspace(),
         name: format!("proc {id}"),
         status,
         created_at: created,
@@ -30,6 +30,7 @@ fn plant(dir: &Path, id: &str, status: Status, created: Timestamp, ended: Option
         metadata: Default::default(),
         command: None,
         exit_code: None,
+        exit_signal: None,
         output_bytes: 3,
         output_truncated: false,
     };
@@ -101,7 +102,7 @@ async fn prune_keeps_at_most_max_count_inside_max_age_and_never_touches_running(
     assert_eq!(kept.len(), 100);
     let expected: BTreeSet<String> = (0..100).map(|i| format!("done{i:03}")).collect();
     assert_eq!(
-        kept.iter().map(|p| p.id.clone()).collect::<BTreeSet<_>>(),
+        kept.iter().map(|p| p.id.to_string()).collect::<BTreeSet<_>>(),
         expected,
         "the newest 100 stay"
     );

@@ -12,8 +12,8 @@ use super::fsio;
 use super::index::{Entry, ListQuery, Page};
 use super::output::Output;
 use crate::model::{
-    self, DEFAULT_WORKSPACE, EventKind, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, Process, ProcessPatch, Status,
-    StreamKind, format_duration, validate_id,
+    self, EventKind, Id, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, Process, ProcessPatch, Status, StreamKind,
+    format_duration,
 };
 
 /// Appends up to this size are written on the calling task, without
@@ -97,7 +97,7 @@ struct CreatingGuard<'a> {
 
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
-        self.map.lock().unwrap_or_else(|e| e.into_inner()).remove(&self.id);
+        crate::sync::lock(&self.map).remove(&self.id);
     }
 }
 
@@ -111,23 +111,16 @@ impl FileProcessStore {
 
     async fn create_process_inner(self: Arc<Self>, new: NewProcess) -> Result<Process> {
         let id = match new.id {
-            Some(id) => {
-                validate_id(&id).map_err(|source| StoreError::InvalidId {
-                    what: "process",
-                    source,
-                })?;
-                id
-            }
-            None => model::new_id(),
+            Some(id) => StoreError::parse_id("process", &id)?,
+            None => Id::generate(),
         };
         check_name(&new.name)?;
         let metadata = new.metadata.unwrap_or_default();
         check_metadata(&metadata)?;
-        let workspace = new.workspace.unwrap_or_else(|| DEFAULT_WORKSPACE.to_owned());
-        validate_id(&workspace).map_err(|source| StoreError::InvalidId {
-            what: "workspace",
-            source,
-        })?;
+        let workspace = match new.workspace {
+            Some(w) => StoreError::parse_id("workspace", &w)?,
+            None => Id::default_workspace(),
+        };
         if let Some(cmd) = &new.command
             && cmd.first().is_none_or(|c| c.is_empty())
         {
@@ -136,7 +129,7 @@ impl FileProcessStore {
 
         let _ws = self.ws_guard.read().await;
         if !self.workspace_exists(&workspace) {
-            return Err(StoreError::UnknownWorkspace(workspace));
+            return Err(StoreError::UnknownWorkspace(workspace.into_string()));
         }
         let _creating = self.reserve_id(&id).await?;
 
@@ -157,6 +150,7 @@ impl FileProcessStore {
             metadata,
             command: new.command,
             exit_code: new.exit_code,
+            exit_signal: None,
             output_bytes: 0,
             output_truncated: false,
         };
@@ -191,7 +185,7 @@ impl FileProcessStore {
                         existing: Box::new(existing.record()),
                     });
                 }
-                let mut creating = self.creating.lock().unwrap_or_else(|e| e.into_inner());
+                let mut creating = crate::sync::lock(&self.creating);
                 match creating.get(id) {
                     Some(lock) => lock.clone(),
                     None => {
@@ -213,10 +207,7 @@ impl FileProcessStore {
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {
-        validate_id(id).map_err(|source| StoreError::InvalidId {
-            what: "process",
-            source,
-        })?;
+        StoreError::parse_id("process", id)?;
         self.read_index()
             .by_id
             .get(id)
@@ -246,10 +237,7 @@ impl FileProcessStore {
     /// A page of processes, newest first.
     pub fn list_processes(&self, q: &ListQuery) -> Result<Page> {
         if let Some(w) = &q.workspace {
-            validate_id(w).map_err(|source| StoreError::InvalidId {
-                what: "workspace",
-                source,
-            })?;
+            StoreError::parse_id("workspace", w)?;
         }
         self.read_index().list(q)
     }

@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use super::error::{Result, StoreError};
 use super::output::Output;
-use crate::model::{Process, Status, Timestamp};
+use crate::model::{Id, Process, Timestamp};
+pub use crate::model::{ListQuery, Page};
 
 /// Default page size of a list.
 pub const DEFAULT_LIMIT: usize = 1000;
@@ -26,7 +27,7 @@ pub(crate) struct Entry {
 
 impl Entry {
     pub fn record(&self) -> Process {
-        let mut p = self.record.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut p = crate::sync::lock(&self.record).clone();
         let st = self.output.lock();
         p.output_bytes = st.stored;
         p.output_truncated |= st.truncated;
@@ -34,36 +35,17 @@ impl Entry {
     }
 
     pub fn set_record(&self, p: Process) {
-        *self.record.lock().unwrap_or_else(|e| e.into_inner()) = p;
+        *crate::sync::lock(&self.record) = p;
     }
 }
 
 /// Sort key: newest first is the reverse of (created_at, id).
-type Key = (Timestamp, String);
+type Key = (Timestamp, Id);
 
 #[derive(Default)]
 pub(crate) struct Index {
-    pub by_id: HashMap<String, Arc<Entry>>,
+    pub by_id: HashMap<Id, Arc<Entry>>,
     order: BTreeSet<Key>,
-}
-
-/// A list request.
-#[derive(Debug, Clone, Default)]
-pub struct ListQuery {
-    pub workspace: Option<String>,
-    pub status: Option<Status>,
-    /// Page size; None means [`DEFAULT_LIMIT`].
-    pub limit: Option<usize>,
-    /// Opaque position returned as `next_cursor` by the previous page.
-    pub cursor: Option<String>,
-}
-
-/// One page of a list.
-#[derive(Debug, Clone)]
-pub struct Page {
-    pub items: Vec<Process>,
-    /// Present when more records follow.
-    pub next_cursor: Option<String>,
 }
 
 impl Index {
@@ -73,7 +55,7 @@ impl Index {
 
     /// [`Index::insert`] for a caller that has moved the record into the
     /// entry already (open: no clone of each record).
-    pub fn insert_key(&mut self, created_at: Timestamp, id: String, entry: Arc<Entry>) {
+    pub fn insert_key(&mut self, created_at: Timestamp, id: Id, entry: Arc<Entry>) {
         self.order.insert((created_at, id.clone()));
         self.by_id.insert(id, entry);
     }
@@ -116,7 +98,7 @@ impl Index {
             // filter then drops made a filtered page cost a full clone of
             // the index.
             let wanted = {
-                let r = entry.record.lock().unwrap_or_else(|e| e.into_inner());
+                let r = crate::sync::lock(&entry.record);
                 q.workspace.as_ref().is_none_or(|w| *w == r.workspace) && q.status.is_none_or(|s| s == r.status)
             };
             if !wanted {
@@ -158,8 +140,8 @@ fn decode_cursor(c: &str) -> Result<Key> {
         }
         _ => return Err(bad()),
     };
-    crate::model::validate_id(id).map_err(|_| bad())?;
-    Ok((t.ok_or_else(bad)?, id.to_owned()))
+    let id = Id::parse(id).map_err(|_| bad())?;
+    Ok((t.ok_or_else(bad)?, id))
 }
 
 #[cfg(test)]
@@ -170,7 +152,7 @@ mod tests {
     fn cursors_round_trip_exactly_and_old_ones_still_parse() {
         let t: Timestamp = "2026-01-15T12:00:00.000123456Z".parse().unwrap();
         let c = encode_cursor(&t, "abc");
-        assert_eq!(decode_cursor(&c).unwrap(), (t, "abc".to_owned()));
+        assert_eq!(decode_cursor(&c).unwrap(), (t, Id::parse("abc").unwrap()));
         let old = decode_cursor("1768478400123.abc").unwrap();
         assert_eq!(old.0.timestamp_millis(), 1768478400123);
         for bad in ["", "x", "1.2.3.4", "1.x.abc", "1.2.a/b", "1.9999999999.abc"] {

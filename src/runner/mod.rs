@@ -92,7 +92,7 @@ impl Tracked {
 
     /// Asks the supervisor to stop the command; the first reason wins.
     fn request_stop(&self, reason: StopReason) {
-        let mut stop = self.stop.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stop = crate::sync::lock(&self.stop);
         if stop.is_none() {
             *stop = Some(reason);
         }
@@ -101,7 +101,7 @@ impl Tracked {
     }
 
     fn stop_reason(&self) -> Option<StopReason> {
-        *self.stop.lock().unwrap_or_else(|e| e.into_inner())
+        *crate::sync::lock(&self.stop)
     }
 
     /// Waits until the supervisor recorded the end; returns its record.
@@ -139,7 +139,7 @@ impl Runner {
     }
 
     fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Tracked>>> {
-        self.children.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.children)
     }
 
     /// Number of commands running now.
@@ -158,12 +158,12 @@ impl Runner {
     ) -> Result<(), RunnerError> {
         let argv = match &process.command {
             Some(argv) if argv.first().is_some_and(|p| !p.is_empty()) => argv.clone(),
-            _ => return Err(RunnerError::NoCommand(process.id.clone())),
+            _ => return Err(RunnerError::NoCommand(process.id.to_string())),
         };
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(RunnerError::Unavailable);
         }
-        let id = process.id.clone();
+        let id = process.id.to_string();
         let spawned = spawn(&argv, cwd.as_deref(), &env);
         let runner = self.clone();
         match spawned {
@@ -390,7 +390,7 @@ impl Runner {
         }
         let mut recovered = 0;
         for id in orphans {
-            if self.children().contains_key(&id) {
+            if self.children().contains_key(id.as_str()) {
                 continue; // ours: started by this server
             }
             let patch = ProcessPatch {

@@ -170,7 +170,7 @@ impl Output {
     }
 
     pub fn lock(&self) -> MutexGuard<'_, OutputState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.state)
     }
 
     /// Appends `content`. Blocking (one page-cache write under the lock):
@@ -436,7 +436,7 @@ pub(crate) fn log_sizes(dir: &Path) -> Result<std::collections::HashMap<String, 
         let Some(id) = name.to_str().and_then(|n| n.strip_suffix(".log")) else {
             continue;
         };
-        if crate::model::validate_id(id).is_err() {
+        if crate::model::Id::parse(id).is_err() {
             continue;
         }
         let len = entry.metadata().map_err(StoreError::io("stat", entry.path()))?.len();

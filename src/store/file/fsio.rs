@@ -7,123 +7,35 @@
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
-use std::sync::{Condvar, Mutex};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use super::error::{Result, StoreError};
-use crate::model::validate_id;
+use crate::durable;
+use crate::model::{Id, SERVER_JSON, ServerInfo};
 
-/// Prefix of the temporary files of atomic writes; leftovers are removed at
-/// open. Starts with a dot so no valid id can collide with it.
-pub const TEMP_PREFIX: &str = ".tmp-";
-
-/// Coalesces `fsync` calls on one folder across concurrent writers.
-///
-/// A writer that has renamed its file needs *some* fsync of the folder that
-/// starts after its rename. If one is already running it may have started
-/// before the rename, so the writer waits for it and then for the next one,
-/// which a single waiter starts on behalf of everyone queued behind it. With
-/// 16 writers this turns 16 folder fsyncs into about 2, and each writer still
-/// returns only once its rename is durable.
-pub struct DirSync {
-    dir: PathBuf,
-    /// `requested`: tickets handed out; `completed`: every ticket up to this
-    /// one is covered by a finished fsync; `running`: an fsync is in flight.
-    /// std Mutex: held only to update the counters, never across the fsync.
-    state: Mutex<DirSyncState>,
-    done: Condvar,
-}
-
-#[derive(Default)]
-struct DirSyncState {
-    requested: u64,
-    completed: u64,
-    running: bool,
-}
-
-impl DirSync {
-    pub fn new(dir: PathBuf) -> Self {
-        DirSync {
-            dir,
-            state: Mutex::new(DirSyncState::default()),
-            done: Condvar::new(),
-        }
-    }
-
-    /// Returns once an fsync of the folder that started after this call has
-    /// finished.
-    pub fn sync(&self) -> Result<()> {
-        let mut st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-        st.requested += 1;
-        let ticket = st.requested;
-        loop {
-            if st.completed >= ticket {
-                return Ok(());
-            }
-            if st.running {
-                st = self.done.wait(st).unwrap_or_else(|e| e.into_inner());
-                continue;
-            }
-            st.running = true;
-            let covers = st.requested;
-            drop(st);
-            let res = fsync_dir(&self.dir);
-            st = self.state.lock().unwrap_or_else(|e| e.into_inner());
-            st.running = false;
-            if res.is_ok() {
-                st.completed = st.completed.max(covers);
-            }
-            self.done.notify_all();
-            res?;
-        }
-    }
-}
+pub use crate::durable::{DirSync, TEMP_PREFIX};
 
 /// `fsync` of a folder, so a rename or unlink inside it is durable.
 pub fn fsync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(StoreError::io("fsync folder", dir))
+    Ok(durable::fsync_dir(dir)?)
 }
 
-/// Writes `value` as JSON to `path` atomically and durably: temp file in the
-/// same folder, write, fsync, rename over the target, fsync the folder. A
-/// crash at any instant leaves the old or the new file, never a torn one.
+/// Writes `value` as pretty JSON to `path` with the one durable atomic
+/// write ([`crate::durable::write`]), sharing the folder fsync.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T, dir_sync: &DirSync) -> Result<()> {
-    let json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Encode {
+    let mut json = serde_json::to_vec_pretty(value).map_err(|source| StoreError::Encode {
         path: path.to_owned(),
         source,
     })?;
-    let dir = path.parent().expect("record paths always have a folder");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(StoreError::io("create temp file in", dir))?;
-    tmp.write_all(&json)
-        .and_then(|_| tmp.write_all(b"\n"))
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(StoreError::io("write", tmp.path()))?;
-    tmp.persist(path).map_err(|e| StoreError::Io {
-        op: "rename temp file onto",
-        path: path.to_owned(),
-        source: e.error,
-    })?;
-    dir_sync.sync()
+    json.push(b'\n');
+    Ok(durable::write(path, &json, Some(dir_sync))?)
 }
 
 /// Removes `path` durably; a missing file is not an error.
 pub fn remove_durable(path: &Path, dir_sync: &DirSync) -> Result<()> {
-    match fs::remove_file(path) {
-        Ok(()) => dir_sync.sync(),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(StoreError::Io {
-            op: "remove",
-            path: path.to_owned(),
-            source: e,
-        }),
-    }
+    Ok(durable::remove(path, Some(dir_sync))?)
 }
 
 /// Takes `DIR/LOCK` exclusively (std `File::try_lock`, Rust 1.89) and writes
@@ -170,17 +82,11 @@ fn describe_owner(dir: &Path, lock: &mut File) -> String {
     } else {
         format!("pid {pid}")
     };
-    if let Ok(text) = fs::read_to_string(dir.join("server.json"))
-        && let Ok(info) = serde_json::from_str::<serde_json::Value>(&text)
-        && info
-            .get("pid")
-            .and_then(|p| p.as_u64())
-            .map(|p| p.to_string())
-            .as_deref()
-            == Some(pid)
-        && let Some(addr) = info.get("addr").and_then(|a| a.as_str())
+    if let Ok(text) = fs::read_to_string(dir.join(SERVER_JSON))
+        && let Ok(info) = serde_json::from_str::<ServerInfo>(&text)
+        && info.pid.to_string() == pid
     {
-        owner.push_str(&format!(", address {addr}"));
+        owner.push_str(&format!(", address {}", info.addr));
     }
     owner
 }
@@ -226,7 +132,7 @@ where
             let path = entry.path();
             fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
             temp_removed += 1;
-        } else if text.strip_suffix(".json").is_some_and(|id| validate_id(id).is_ok()) {
+        } else if text.strip_suffix(".json").is_some_and(|id| Id::parse(id).is_ok()) {
             names.push(name);
         } else {
             bad.push((entry.path(), "file name is not <id>.json".to_string()));

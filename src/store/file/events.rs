@@ -70,7 +70,7 @@ impl Events {
     pub fn with_clock(clock: Clock) -> Self {
         let (tx, _) = broadcast::channel(EVENT_CHANNEL);
         Events {
-            epoch: crate::model::new_id(),
+            epoch: crate::model::Id::generate().into_string(),
             tx,
             ring: Mutex::new(Ring {
                 next_seq: 1,
@@ -86,7 +86,7 @@ impl Events {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Ring> {
-        self.ring.lock().unwrap_or_else(|e| e.into_inner())
+        crate::sync::lock(&self.ring)
     }
 
     pub fn publish(&self, kind: EventKind, process: Option<Process>, workspace: Option<Workspace>) {
@@ -170,7 +170,7 @@ mod tests {
 
     fn ws(id: &str) -> Workspace {
         Workspace {
-            id: id.into(),
+            id: crate::model::Id::parse(id).expect("test ids are valid"),
             name: id.into(),
             root_path: None,
             created_at: crate::model::now(),

@@ -11,8 +11,8 @@ use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use super::{ServerConfig, run};
 use crate::cli::ServeArgs;
+use crate::server::{ServerConfig, run};
 use crate::store::{FileProcessStore, Retention, StoreConfig};
 
 /// How often `--max-age`/`--max-count` pruning runs.

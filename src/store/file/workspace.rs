@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::error::{Result, StoreError};
 use super::{FileProcessStore, fsio};
-use crate::model::{self, DEFAULT_WORKSPACE, EventKind, MAX_NAME_LEN, NewWorkspace, Workspace, validate_id};
+use crate::model::{DEFAULT_WORKSPACE, EventKind, Id, MAX_NAME_LEN, NewWorkspace, Workspace};
 
 impl FileProcessStore {
     /// Registers a workspace. Returns it and whether it was created (false:
@@ -16,11 +16,10 @@ impl FileProcessStore {
     }
 
     async fn create_workspace_inner(self: Arc<Self>, new: NewWorkspace) -> Result<(Workspace, bool)> {
-        let id = new.id.unwrap_or_else(model::new_id);
-        validate_id(&id).map_err(|source| StoreError::InvalidId {
-            what: "workspace",
-            source,
-        })?;
+        let id = match new.id {
+            Some(id) => StoreError::parse_id("workspace", &id)?,
+            None => Id::generate(),
+        };
         if new.name.trim().is_empty() {
             return Err(StoreError::invalid("name", "must not be empty"));
         }
@@ -47,8 +46,8 @@ impl FileProcessStore {
         Ok((w, true))
     }
 
-    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<String, Workspace>> {
-        self.workspaces.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<crate::model::Id, Workspace>> {
+        crate::sync::lock(&self.workspaces)
     }
 
     fn workspace(&self, id: &str) -> Option<Workspace> {
@@ -60,10 +59,7 @@ impl FileProcessStore {
     }
 
     pub fn get_workspace(&self, id: &str) -> Result<Workspace> {
-        validate_id(id).map_err(|source| StoreError::InvalidId {
-            what: "workspace",
-            source,
-        })?;
+        StoreError::parse_id("workspace", id)?;
         self.workspace(id).ok_or_else(|| StoreError::NotFound {
             kind: "workspace",
             id: id.to_owned(),

@@ -100,7 +100,7 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
             (
                 p.status,
                 [
-                    p.id.clone(),
+                    p.id.to_string(),
                     truncate(&p.name, NAME_WIDTH),
                     p.status.to_string(),
                     short_age((now - p.created_at).num_seconds()),
@@ -242,8 +242,8 @@ mod tests {
 
     fn proc(id: &str, name: &str, status: Status, created: Timestamp) -> Process {
         Process {
-            id: id.into(),
-            workspace: "default".into(),
+            id: crate::model::Id::parse(id).expect("test ids are valid"),
+            workspace: crate::model::Id::default_workspace(),
             name: name.into(),
             status,
             created_at: created,
@@ -256,6 +256,7 @@ mod tests {
             metadata: Default::default(),
             command: None,
             exit_code: None,
+            exit_signal: None,
             output_bytes: 0,
             output_truncated: false,
         }
@@ -297,6 +298,7 @@ mod tests {
             result: serde_json::Value::Null,
             error: Some("exited with code 3".into()),
             exit_code: Some(3),
+            exit_signal: None,
         };
         assert_eq!(end_summary(&info, false, true), None, "piped: nothing but the output");
         // Regression: piped, a command that never started failed silently.

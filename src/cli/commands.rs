@@ -7,11 +7,11 @@ use std::io::Write;
 use anyhow::{Context, bail};
 use serde::Deserialize;
 
-use super::api::{Client, DEFAULT_URL, ListParams, OutputRange};
-use super::default_data_dir;
-use super::output::{self, StatusLine};
-use super::stream::{Event, FollowEvent, Follower};
+use super::print::{self as output, StatusLine};
 use crate::cli::{ClientArgs, Command, EventsArgs, FollowArgs, IdArgs, LsArgs, PruneArgs, RunArgs, SubmitArgs};
+use crate::client::api::{Client, DEFAULT_URL, ListParams, OutputRange};
+use crate::client::default_data_dir;
+use crate::client::stream::{Event, FollowEvent, Follower};
 use crate::model::{NewProcess, Status, StatusInfo, StreamKind};
 
 /// Lines of earlier output `follow` shows before going live (like `tail -f`).
@@ -422,6 +422,7 @@ mod tests {
             result: serde_json::Value::Null,
             error: None,
             exit_code,
+            exit_signal: None,
         };
         assert_eq!(exit_code_of(Some(&info(Status::Failed, Some(3)))), 3);
         assert_eq!(exit_code_of(Some(&info(Status::Completed, None))), 0);
@@ -439,6 +440,7 @@ mod tests {
             result: serde_json::Value::Null,
             error: Some("killed by signal 9 (SIGKILL)".into()),
             exit_code: None,
+            exit_signal: None,
         };
         assert_eq!(exit_code_of(Some(&killed)), 137);
         let not_started = StatusInfo {

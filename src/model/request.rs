@@ -1,0 +1,185 @@
+//! Request bodies: what a client sends to create or change a record, and
+//! the one place a merge patch is applied.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Map, Value};
+
+use super::{Process, Status};
+
+/// Body of `POST /api/workspaces`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewWorkspace {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root_path: Option<String>,
+}
+
+/// Body of `POST /api/processes`. Unknown fields are refused so that a typo
+/// is a 400, not a silently ignored field.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewProcess {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+    /// Server-run command (SPEC section 6); needs `--allow-exec`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<Vec<String>>,
+    /// Working directory of a server-run command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<String>,
+    /// Extra environment of a server-run command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+}
+
+/// Deserializes a present field (even `null`) as `Some`, so a merge patch
+/// can tell "absent" (leave alone) from "null" (clear).
+fn present<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+/// Body of `PATCH /api/processes/:id`: a JSON merge patch (RFC 7396) of the
+/// editable fields. `metadata` merges key by key (`null` deletes a key).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessPatch {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `Some(Value::Null)` clears the result.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub result: Option<Value>,
+    /// `Some(None)` clears the error.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub error: Option<Option<String>>,
+    /// Merged into the stored metadata; `Some(Value::Null)` clears it.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Value>,
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<Option<i32>>,
+}
+
+impl ProcessPatch {
+    pub fn status(status: Status) -> Self {
+        ProcessPatch {
+            status: Some(status),
+            ..Default::default()
+        }
+    }
+}
+
+/// Why a patch could not be applied.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PatchError {
+    #[error("metadata must be an object")]
+    MetadataNotObject,
+}
+
+impl ProcessPatch {
+    /// Applies every editable field but `status` to a stored record; the
+    /// status move is the store's to check and stamp.
+    pub fn apply(&self, p: &mut Process) -> Result<(), PatchError> {
+        if let Some(name) = &self.name {
+            p.name = name.clone();
+        }
+        if let Some(result) = &self.result {
+            p.result = (!result.is_null()).then(|| result.clone());
+        }
+        if let Some(error) = &self.error {
+            p.error = error.clone();
+        }
+        if let Some(code) = self.exit_code {
+            p.exit_code = code;
+        }
+        if let Some(m) = &self.metadata {
+            merge_metadata(&mut p.metadata, m)?;
+        }
+        Ok(())
+    }
+
+    /// Applies the patch, status included, to a create that has not been
+    /// sent yet (the client's offline queue folds updates into it).
+    pub fn apply_to_new(&self, p: &mut NewProcess) -> Result<(), PatchError> {
+        if let Some(name) = &self.name {
+            p.name = name.clone();
+        }
+        if let Some(s) = self.status {
+            p.status = Some(s);
+        }
+        if let Some(result) = &self.result {
+            p.result = (!result.is_null()).then(|| result.clone());
+        }
+        if let Some(error) = &self.error {
+            p.error = error.clone();
+        }
+        if let Some(code) = self.exit_code {
+            p.exit_code = code;
+        }
+        if let Some(m) = &self.metadata {
+            merge_metadata(p.metadata.get_or_insert_with(Map::new), m)?;
+        }
+        Ok(())
+    }
+}
+
+/// Merges `patch` into a metadata object (RFC 7396). `null` removes the
+/// member, which for the record's always-object metadata means it becomes
+/// empty (regression: it was a 400 "must be an object").
+pub fn merge_metadata(metadata: &mut Map<String, Value>, patch: &Value) -> Result<(), PatchError> {
+    if patch.is_null() {
+        metadata.clear();
+        return Ok(());
+    }
+    let mut merged = Value::Object(std::mem::take(metadata));
+    merge_patch(&mut merged, patch);
+    match merged {
+        Value::Object(map) => {
+            *metadata = map;
+            Ok(())
+        }
+        _ => Err(PatchError::MetadataNotObject),
+    }
+}
+
+/// RFC 7396 JSON merge patch of `patch` into `target`.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = Value::Object(Map::new());
+            }
+            let t = target.as_object_mut().expect("just made an object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}

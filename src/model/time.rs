@@ -1,0 +1,65 @@
+//! Time as records keep it: RFC 3339 UTC with millisecond precision, and
+//! durations written the way people read them (`2m 34s`).
+
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Deserializer, Serializer};
+
+/// Timestamps are written as RFC 3339 UTC with millisecond precision.
+pub type Timestamp = DateTime<Utc>;
+
+/// The current time, truncated to what we store (milliseconds), so a record
+/// read back from disk equals the one kept in memory.
+pub fn now() -> Timestamp {
+    let t = Utc::now();
+    DateTime::from_timestamp_millis(t.timestamp_millis()).expect("current time is representable")
+}
+
+/// serde helpers for [`Timestamp`] as RFC 3339 with milliseconds.
+pub mod ts {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(t: &Timestamp, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::Millis, true))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let s = String::deserialize(d)?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(serde::de::Error::custom)
+    }
+
+    /// The same for `Option<Timestamp>` (null when absent).
+    pub mod opt {
+        use super::*;
+
+        pub fn serialize<S: Serializer>(t: &Option<Timestamp>, s: S) -> Result<S::Ok, S::Error> {
+            match t {
+                Some(t) => super::serialize(t, s),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Timestamp>, D::Error> {
+            match Option::<String>::deserialize(d)? {
+                None => Ok(None),
+                Some(s) => DateTime::parse_from_rfc3339(&s)
+                    .map(|t| Some(t.with_timezone(&Utc)))
+                    .map_err(serde::de::Error::custom),
+            }
+        }
+    }
+}
+
+/// RFC 3339 with milliseconds and a `Z`, as every timestamp is written.
+pub fn format_ts(t: &Timestamp) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Formats a duration the way records show it: humantime, whole
+/// milliseconds at most (`2m 34s`, `1s 250ms`).
+pub fn format_duration(ms: u64) -> String {
+    humantime::format_duration(Duration::from_millis(ms)).to_string()
+}
