@@ -7,7 +7,7 @@
 //! * [`id`]: [`Id`], the only way an id reaches a path.
 //! * [`time`]: timestamps as stored, durations as shown.
 //! * [`process`]: [`Process`], [`Status`] and its allowed moves, [`StatusInfo`].
-//! * [`workspace`]: [`Workspace`].
+//! * [`workspace`]: the [`Workspace`] record.
 //! * [`request`]: create bodies and [`ProcessPatch`], applied in one place.
 //! * [`event`]: [`LifecycleEvent`], [`StreamKind`].
 //! * [`query`]: [`ListQuery`], [`Page`], [`OutputRange`].

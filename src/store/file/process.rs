@@ -97,7 +97,7 @@ struct CreatingGuard<'a> {
 
 impl Drop for CreatingGuard<'_> {
     fn drop(&mut self) {
-        crate::sync::lock(&self.map).remove(&self.id);
+        crate::sync::lock(self.map).remove(&self.id);
     }
 }
 
