@@ -138,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     for step in steps() {
         let metadata = (step.metadata)().as_object().cloned();
-        store
+        let id = store
             .create_process(NewProcess {
                 id: Some(step.id.into()),
                 workspace: Some(step.workspace.into()),
@@ -146,15 +146,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 metadata,
                 ..Default::default()
             })
-            .await?;
+            .await?
+            .id;
         for part in step.output {
-            store.append_output(step.id, (*part).into(), None).await?;
+            store.append_output(&id, (*part).into(), None).await?;
         }
         let patch = ProcessPatch {
             status: Some(step.end),
             ..(step.patch)()
         };
-        store.update_process(step.id, patch).await?;
+        store.update_process(&id, patch).await?;
     }
     drop(store);
     std::fs::remove_file(dir.join("LOCK"))?;

@@ -27,7 +27,7 @@ use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio::process::{Child, Command};
 use tokio::sync::{Notify, broadcast, watch};
 
-use crate::model::{EventKind, Process, ProcessPatch, Status, StreamKind};
+use crate::model::{EventKind, Id, Process, ProcessPatch, Status, StreamKind};
 use crate::store::{FileProcessStore, ListQuery, MAX_LIMIT, StoreError};
 use crate::utf8::Utf8Decoder;
 
@@ -123,7 +123,7 @@ pub struct Runner {
     /// supervisor removes once the final record is written; `cancel`,
     /// `shutdown` and `recover_orphans` look entries up. std Mutex: held
     /// only to insert, remove or clone an entry, never across an `.await`.
-    children: Mutex<HashMap<String, Arc<Tracked>>>,
+    children: Mutex<HashMap<Id, Arc<Tracked>>>,
     /// Set by `shutdown`: `start` refuses new commands from then on.
     shutting_down: AtomicBool,
 }
@@ -138,7 +138,7 @@ impl Runner {
         })
     }
 
-    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<Tracked>>> {
+    fn children(&self) -> std::sync::MutexGuard<'_, HashMap<Id, Arc<Tracked>>> {
         crate::sync::lock(&self.children)
     }
 
@@ -163,7 +163,7 @@ impl Runner {
         if self.shutting_down.load(Ordering::SeqCst) {
             return Err(RunnerError::Unavailable);
         }
-        let id = process.id.to_string();
+        let id = process.id.clone();
         let spawned = spawn(&argv, cwd.as_deref(), &env);
         let runner = self.clone();
         match spawned {
@@ -204,7 +204,7 @@ impl Runner {
     }
 
     /// Owns the child from spawn to the final record.
-    async fn supervise(self: Arc<Self>, id: String, mut child: Child, tracked: Arc<Tracked>) {
+    async fn supervise(self: Arc<Self>, id: Id, mut child: Child, tracked: Arc<Tracked>) {
         let mut pumps = Vec::new();
         if let Some(out) = child.stdout.take() {
             pumps.push(tokio::spawn(pump(
@@ -260,7 +260,7 @@ impl Runner {
     /// period; returns the exit status once reaped. The group gets the
     /// SIGKILL too when its leader obeyed SIGTERM but a member did not:
     /// a stop means every process of the command.
-    async fn terminate(&self, id: &str, child: &mut Child) -> std::io::Result<ExitStatus> {
+    async fn terminate(&self, id: &Id, child: &mut Child) -> std::io::Result<ExitStatus> {
         let Some(pid) = child.id() else {
             // Already reaped: nothing left to signal.
             return child.wait().await;
@@ -290,7 +290,7 @@ impl Runner {
     }
 
     /// Writes the terminal record for a command that exited with `status`.
-    async fn record_end(&self, id: &str, status: ExitStatus, reason: Option<StopReason>) -> Option<Process> {
+    async fn record_end(&self, id: &Id, status: ExitStatus, reason: Option<StopReason>) -> Option<Process> {
         let code = status.code();
         let patch = match reason {
             Some(StopReason::Deleted) => return None,
@@ -320,7 +320,7 @@ impl Runner {
         self.finish_record(id, patch).await
     }
 
-    async fn finish_record(&self, id: &str, patch: ProcessPatch) -> Option<Process> {
+    async fn finish_record(&self, id: &Id, patch: ProcessPatch) -> Option<Process> {
         match self.store.update_process(id, patch.clone()).await {
             Ok(p) => Some(p),
             Err(StoreError::BadTransition { .. }) => {
@@ -343,13 +343,13 @@ impl Runner {
     /// Cancels a process: a server-run command gets SIGTERM, then SIGKILL
     /// after the grace period, and its record ends `cancelled`; a process
     /// without a command is just marked `cancelled`. Returns the final record.
-    pub async fn cancel(self: &Arc<Self>, id: &str) -> Result<Process, crate::store::StoreError> {
+    pub async fn cancel(self: &Arc<Self>, id: &Id) -> Result<Process, crate::store::StoreError> {
         // The store lets a status "move" to itself; a second cancel of a
         // cancelled process must still be a conflict (409).
         let current = self.store.get_process(id)?;
         if current.status.is_terminal() {
             return Err(StoreError::BadTransition {
-                id: id.to_owned(),
+                id: id.to_string(),
                 from: current.status,
                 to: Status::Cancelled,
             });
@@ -390,7 +390,7 @@ impl Runner {
         }
         let mut recovered = 0;
         for id in orphans {
-            if self.children().contains_key(id.as_str()) {
+            if self.children().contains_key(&id) {
                 continue; // ours: started by this server
             }
             let patch = ProcessPatch {
@@ -436,7 +436,7 @@ impl Runner {
 
 /// Resolves once the record `id` is deleted (a silent command would
 /// otherwise never notice: its pumps only find out at the next write).
-async fn removed(store: &Arc<FileProcessStore>, id: &str) {
+async fn removed(store: &Arc<FileProcessStore>, id: &Id) {
     let gone = || matches!(store.get_process(id), Err(StoreError::NotFound { .. }));
     let mut rx = store.events().subscribe();
     if gone() {
@@ -445,7 +445,8 @@ async fn removed(store: &Arc<FileProcessStore>, id: &str) {
     loop {
         match rx.recv().await {
             Ok(ev) => {
-                if ev.event.kind == EventKind::ProcessRemoved && ev.event.process.as_ref().is_some_and(|p| p.id == id) {
+                if ev.event.kind == EventKind::ProcessRemoved && ev.event.process.as_ref().is_some_and(|p| p.id == *id)
+                {
                     return;
                 }
             }
@@ -579,7 +580,7 @@ fn signal_name(sig: i32) -> &'static str {
 /// Copies one pipe into the store as chunks of whole characters.
 async fn pump(
     store: Arc<FileProcessStore>,
-    id: String,
+    id: Id,
     mut pipe: impl AsyncRead + Unpin,
     kind: StreamKind,
     tracked: Arc<Tracked>,
@@ -610,7 +611,7 @@ async fn pump(
 }
 
 /// Appends one chunk; false once the store will not take more.
-async fn append(store: &Arc<FileProcessStore>, id: &str, text: String, kind: StreamKind, tracked: &Tracked) -> bool {
+async fn append(store: &Arc<FileProcessStore>, id: &Id, text: String, kind: StreamKind, tracked: &Tracked) -> bool {
     match store.append_output(id, text, Some(kind)).await {
         Ok(_) => true,
         Err(StoreError::NotFound { .. }) => {

@@ -12,18 +12,19 @@ use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
 use super::url::{Query, segments};
 use super::{App, auth, cors, events, sse, ws};
+use crate::model::Id;
 
 /// A known path, with its (validated) id.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {
     Health,
     Workspaces,
-    Workspace(String),
+    Workspace(Id),
     Processes,
-    Process(String),
-    Output(String),
-    Cancel(String),
-    Stream(String),
+    Process(Id),
+    Output(Id),
+    Cancel(Id),
+    Stream(Id),
     Prune,
     Events,
     Ws,
@@ -34,11 +35,7 @@ impl Route {
     /// anything after it is looked at, so `/api/processes/../x` is a 400.
     pub fn parse(segs: &[String]) -> Result<Route, ApiError> {
         let s: Vec<&str> = segs.iter().map(String::as_str).collect();
-        let id = |raw: &str, what: &'static str| {
-            crate::store::StoreError::parse_id(what, raw)
-                .map(crate::model::Id::into_string)
-                .map_err(ApiError::Store)
-        };
+        let id = |raw: &str, what: &'static str| crate::store::StoreError::parse_id(what, raw).map_err(ApiError::Store);
         Ok(match s.as_slice() {
             ["healthz"] => Route::Health,
             ["ws"] => Route::Ws,
@@ -157,7 +154,10 @@ mod tests {
 
     #[test]
     fn routes_and_bad_ids() {
-        assert_eq!(parse("/api/processes/abc/stream").unwrap(), Route::Stream("abc".into()));
+        assert_eq!(
+            parse("/api/processes/abc/stream").unwrap(),
+            Route::Stream(Id::parse("abc").unwrap())
+        );
         assert_eq!(parse("/api/processes/").unwrap(), Route::Processes);
         assert!(matches!(parse("/api/processes/../x"), Err(ApiError::Store(_))));
         assert!(matches!(parse("/api/processes/a%2Fb"), Err(ApiError::Store(_))));

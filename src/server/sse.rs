@@ -33,7 +33,7 @@ use super::error::ApiError;
 use super::response::{self, Resp};
 use super::url::Query;
 use super::{App, ConnShutdown};
-use crate::model::StreamKind;
+use crate::model::{Id, StreamKind};
 use crate::store::{Chunk, Follow, FollowEvent};
 
 /// Largest frame built from ready events before it is handed to hyper.
@@ -208,13 +208,13 @@ fn start_offset(headers: &HeaderMap, q: &Query) -> Result<Option<u64>, ApiError>
 }
 
 /// `GET /api/processes/:id/stream`.
-pub fn follow<B>(app: &Arc<App>, id: &str, req: &Request<B>, q: &Query) -> Result<Resp, ApiError> {
+pub fn follow<B>(app: &Arc<App>, id: &Id, req: &Request<B>, q: &Query) -> Result<Resp, ApiError> {
     let from = start_offset(req.headers(), q)?;
     let follow = app.store.subscribe(id, from)?;
     let state = FollowStream {
         follow,
         heartbeat: Heartbeat::new(app.config.heartbeat),
-        process_id: id.to_owned(),
+        process_id: id.to_string(),
         started: false,
         done: false,
     };

@@ -184,7 +184,10 @@ async fn cancel_without_a_command_marks_cancelled_and_a_finished_one_conflicts()
     assert_eq!(rec.status, Status::Cancelled);
     let again = runner.cancel(&p.id).await;
     assert!(matches!(again, Err(StoreError::BadTransition { .. })), "{again:?}");
-    assert!(matches!(runner.cancel("nope").await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        runner.cancel(&crate::helper::id("nope")).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
 
-use prochub::model::{NewProcess, Process, Timestamp};
+use prochub::model::{Id, NewProcess, Process, Timestamp};
 use prochub::store::{FileProcessStore, FollowEvent, StoreConfig};
 use tempfile::TempDir;
 
@@ -104,13 +104,13 @@ pub fn new_proc_in(id: &str, workspace: &str) -> NewProcess {
 }
 
 /// Creates a running process and returns its id.
-pub async fn running(store: &Arc<FileProcessStore>, name: &str) -> String {
-    store
-        .create_process(new_proc(name))
-        .await
-        .expect("create")
-        .id
-        .into_string()
+pub async fn running(store: &Arc<FileProcessStore>, name: &str) -> Id {
+    store.create_process(new_proc(name)).await.expect("create").id
+}
+
+/// A valid id from a literal.
+pub fn id(s: &str) -> Id {
+    Id::parse(s).unwrap_or_else(|e| panic!("{s:?} is not a valid test id: {e}"))
 }
 
 /// Reads `processes/<id>.json` straight from disk.

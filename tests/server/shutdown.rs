@@ -40,6 +40,10 @@ async fn shutdown_closes_sse_streams_and_websockets() {
     // New connections are refused.
     assert!(tokio::net::TcpStream::connect(s.addr).await.is_err());
     // The acknowledged output is there.
-    let out = s.store.read_output(id, prochub::store::OutputRange::All).await.unwrap();
+    let out = s
+        .store
+        .read_output(&crate::helper::id(id), prochub::store::OutputRange::All)
+        .await
+        .unwrap();
     assert_eq!(out, b"before shutdown");
 }

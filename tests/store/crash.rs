@@ -83,17 +83,20 @@ fn crash_child() {
                                 metadata: Some(json!({"seq": seq})),
                                 ..Default::default()
                             };
-                            store.update_process(&id, patch).await.unwrap();
+                            store.update_process(&crate::helper::id(&id), patch).await.unwrap();
                             println!("ack update {id} {seq}");
                         } else if pick < 8 {
                             let id = live.swap_remove(rng.below(live.len() as u64) as usize);
                             println!("begin delete {id} {seq}");
-                            store.delete_process(&id).await.unwrap();
+                            store.delete_process(&crate::helper::id(&id)).await.unwrap();
                             println!("ack delete {id} {seq}");
                         } else {
                             let text = format!("<{seq}>");
                             println!("begin append {log_id} {text}");
-                            store.append_output(&log_id, text.clone(), None).await.unwrap();
+                            store
+                                .append_output(&crate::helper::id(&log_id), text.clone(), None)
+                                .await
+                                .unwrap();
                             println!("ack append {log_id} {text}");
                         }
                     }
@@ -185,7 +188,7 @@ impl Model {
                 .unwrap_or_else(|err| panic!("kill {kill}: {} does not parse: {err}", path.display()));
         }
         for (id, (acked, pending)) in &mut self.records {
-            let actual: State = store.get_process(id).ok().map(|p| {
+            let actual: State = store.get_process(&crate::helper::id(id)).ok().map(|p| {
                 let seq = p.metadata["seq"].as_u64().expect("seq in metadata");
                 assert_eq!(p.name, format!("n{seq}"), "kill {kill}: {id} mixes two writes");
                 seq
@@ -205,7 +208,10 @@ impl Model {
                 actual == *acked || actual == with_pending,
                 "kill {kill}: log {id} lost acknowledged output:\n  on disk {actual:?}\n  acked   {acked:?}"
             );
-            assert_eq!(store.get_process(id).unwrap().output_bytes, actual.len() as u64);
+            assert_eq!(
+                store.get_process(&crate::helper::id(id)).unwrap().output_bytes,
+                actual.len() as u64
+            );
             *acked = actual;
             *pending = None;
         }

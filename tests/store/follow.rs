@@ -11,7 +11,7 @@ use crate::helper::{drain, reopen, running, temp_store, temp_store_with};
 
 async fn complete(store: &Arc<FileProcessStore>, id: &str) {
     store
-        .update_process(id, ProcessPatch::status(Status::Completed))
+        .update_process(&crate::helper::id(id), ProcessPatch::status(Status::Completed))
         .await
         .expect("complete");
 }

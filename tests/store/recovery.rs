@@ -11,7 +11,10 @@ use crate::helper::{new_proc_in, running, temp_store};
 async fn corrupt_and_leftover_files_are_quarantined_or_removed_and_the_rest_loads() {
     let (dir, store) = temp_store().await;
     let good = store.create_process(new_proc_in("good", "default")).await.unwrap();
-    store.append_output("good", "kept output".into(), None).await.unwrap();
+    store
+        .append_output(&crate::helper::id("good"), "kept output".into(), None)
+        .await
+        .unwrap();
     let good = Process {
         output_bytes: 11,
         ..good
@@ -55,13 +58,19 @@ async fn corrupt_and_leftover_files_are_quarantined_or_removed_and_the_rest_load
         assert!(!std::fs::read(q.join(hit)).unwrap().is_empty() || prefix == "ws1.json");
     }
     // Everything readable loaded, untouched.
-    assert_eq!(store.get_process("good").unwrap(), good);
+    assert_eq!(store.get_process(&crate::helper::id("good")).unwrap(), good);
     assert_eq!(
-        store.read_output("good", OutputRange::All).await.unwrap(),
+        store
+            .read_output(&crate::helper::id("good"), OutputRange::All)
+            .await
+            .unwrap(),
         b"kept output"
     );
-    assert!(store.get_workspace("default").is_ok());
-    assert!(matches!(store.get_process("broken"), Err(StoreError::NotFound { .. })));
+    assert!(store.get_workspace(&crate::helper::id("default")).is_ok());
+    assert!(matches!(
+        store.get_process(&crate::helper::id("broken")),
+        Err(StoreError::NotFound { .. })
+    ));
     assert_eq!(store.process_count(), 1);
 }
 

@@ -115,7 +115,7 @@ async fn prune_keeps_at_most_max_count_inside_max_age_and_never_touches_running(
     }
     for i in 0..3 {
         let p = store
-            .get_process(&format!("live{i}"))
+            .get_process(&crate::helper::id(&format!("live{i}")))
             .expect("running/queued processes are never pruned");
         assert!(!p.status.is_terminal());
     }

@@ -45,7 +45,7 @@ async fn the_sample_store_loads_with_exact_values() {
 
     // One record in full, as the API serves it.
     assert_eq!(
-        serde_json::to_value(store.get_process("webapp-test").unwrap()).unwrap(),
+        serde_json::to_value(store.get_process(&crate::helper::id("webapp-test")).unwrap()).unwrap(),
         json!({
             "id": "webapp-test",
             "workspace": "webapp",
@@ -141,7 +141,7 @@ async fn the_sample_store_loads_with_exact_values() {
         );
     }
     // Finished processes replay and end, as the README tour shows.
-    let f = store.subscribe("ml-train", Some(0)).unwrap();
+    let f = store.subscribe(&crate::helper::id("ml-train"), Some(0)).unwrap();
     let got = crate::helper::drain(f).await;
     assert_eq!(got.text, expected["ml-train"].3);
     assert_eq!(got.status.unwrap().status, Status::Completed);

@@ -11,7 +11,7 @@ async fn workspaces_default_always_exists_and_delete_needs_cascade() {
     let ws = store.list_workspaces();
     assert_eq!(ws.iter().map(|w| w.id.as_str()).collect::<Vec<_>>(), ["default"]);
     assert!(matches!(
-        store.delete_workspace("default", true).await,
+        store.delete_workspace(&crate::helper::id("default"), true).await,
         Err(StoreError::DefaultWorkspace)
     ));
 
@@ -39,32 +39,44 @@ async fn workspaces_default_always_exists_and_delete_needs_cascade() {
     store.append_output(&a.id, "output of a".into(), None).await.unwrap();
     store.create_process(new_proc_in("b", "proj")).await.unwrap();
     let keep = store.create_process(new_proc_in("keep", "default")).await.unwrap();
-    let err = store.delete_workspace("proj", false).await.unwrap_err();
+    let err = store
+        .delete_workspace(&crate::helper::id("proj"), false)
+        .await
+        .unwrap_err();
     assert!(matches!(err, StoreError::WorkspaceNotEmpty { count: 2, .. }), "{err}");
-    assert!(store.get_workspace("proj").is_ok(), "a refused delete changes nothing");
+    assert!(
+        store.get_workspace(&crate::helper::id("proj")).is_ok(),
+        "a refused delete changes nothing"
+    );
 
-    store.delete_workspace("proj", true).await.unwrap();
-    assert!(matches!(store.get_workspace("proj"), Err(StoreError::NotFound { .. })));
-    assert!(matches!(store.get_process("a"), Err(StoreError::NotFound { .. })));
+    store.delete_workspace(&crate::helper::id("proj"), true).await.unwrap();
+    assert!(matches!(
+        store.get_workspace(&crate::helper::id("proj")),
+        Err(StoreError::NotFound { .. })
+    ));
+    assert!(matches!(
+        store.get_process(&crate::helper::id("a")),
+        Err(StoreError::NotFound { .. })
+    ));
     assert!(!dir.path().join("processes/a.json").exists());
     assert!(!dir.path().join("output/a.log").exists());
     assert!(!dir.path().join("workspaces/proj.json").exists());
-    assert_eq!(store.get_process("keep").unwrap(), keep);
+    assert_eq!(store.get_process(&crate::helper::id("keep")).unwrap(), keep);
     assert!(matches!(
-        store.delete_workspace("proj", true).await,
+        store.delete_workspace(&crate::helper::id("proj"), true).await,
         Err(StoreError::NotFound { .. })
     ));
 
     // `default` comes back even if its file was removed while stopped.
     let store = reopen(store, StoreConfig::default()).await;
-    assert!(store.get_workspace("proj").is_err());
+    assert!(store.get_workspace(&crate::helper::id("proj")).is_err());
     let path = dir.path().join("workspaces/default.json");
     drop(store);
     std::fs::remove_file(&path).unwrap();
     let store = FileProcessStore::open(dir.path(), StoreConfig::default())
         .await
         .unwrap();
-    assert!(store.get_workspace("default").is_ok());
+    assert!(store.get_workspace(&crate::helper::id("default")).is_ok());
     assert!(path.exists());
 }
 
@@ -92,7 +104,7 @@ async fn bug_concurrent_workspace_deletes_both_succeeded() {
         let deletes: Vec<_> = (0..2)
             .map(|_| {
                 let (store, id) = (store.clone(), id.clone());
-                tokio::spawn(async move { store.delete_workspace(&id, true).await })
+                tokio::spawn(async move { store.delete_workspace(&crate::helper::id(&id), true).await })
             })
             .collect();
         let mut ok = 0;
@@ -129,10 +141,10 @@ async fn lifecycle_events_are_numbered_and_carry_the_records() {
         .unwrap();
     let p = store.create_process(new_proc_in("e1", "ev")).await.unwrap();
     let done = store
-        .update_process("e1", ProcessPatch::status(Status::Completed))
+        .update_process(&crate::helper::id("e1"), ProcessPatch::status(Status::Completed))
         .await
         .unwrap();
-    store.delete_workspace("ev", true).await.unwrap();
+    store.delete_workspace(&crate::helper::id("ev"), true).await.unwrap();
     let mut got = Vec::new();
     while let Ok(ev) = rx.try_recv() {
         got.push(ev);
@@ -177,7 +189,7 @@ async fn bug_event_timestamps_ignored_the_store_clock() {
     let later = crate::helper::t0() + chrono::Duration::minutes(5);
     clock.set(later);
     store
-        .update_process("c1", ProcessPatch::status(Status::Completed))
+        .update_process(&crate::helper::id("c1"), ProcessPatch::status(Status::Completed))
         .await
         .unwrap();
     let added = rx.try_recv().unwrap();

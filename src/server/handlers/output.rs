@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
+use crate::model::Id;
 use crate::server::App;
 use crate::server::body::{self, Kind};
 use crate::server::error::ApiError;
@@ -24,7 +25,7 @@ struct AppendBody {
 
 /// 202 `{output_bytes}`. Raw `text/plain` bodies that are not valid UTF-8
 /// are converted lossily (invalid bytes become U+FFFD): output is text.
-pub async fn append(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn append(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, incoming) = req.into_parts();
     let kind = body::content_kind(&parts.headers);
     let Some(kind) = kind else {
@@ -50,7 +51,7 @@ pub async fn append(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<
 /// inside a character starts at the next whole one instead (so `?offset`
 /// and `?tail` are byte positions, and the body may begin up to 3 bytes
 /// after the one asked for).
-pub async fn read(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> {
+pub async fn read(app: &Arc<App>, id: &Id, q: &Query) -> Result<Resp, ApiError> {
     let range = match (q.u64("offset")?, q.u64("tail")?) {
         (Some(_), Some(_)) => {
             return Err(ApiError::bad_request(

@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::model::{NewProcess, Process, ProcessPatch, Status};
+use crate::model::{Id, NewProcess, Process, ProcessPatch, Status};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::{Query, encode_component};
@@ -128,7 +128,7 @@ fn next_link(q: &ListQuery, cursor: &str) -> String {
     format!("</api/processes?{}>; rel=\"next\"", params.join("&"))
 }
 
-pub fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
+pub fn get(app: &App, id: &Id) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, &app.store.get_process(id)?))
 }
 
@@ -136,7 +136,7 @@ pub fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
 /// running server-run command goes through the runner, as `POST …/cancel`
 /// does, after the patch's other fields are applied. Regression: it only
 /// marked the record, and the command ran on with its output going nowhere.
-pub async fn patch(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<Resp, ApiError> {
+pub async fn patch(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let patch: ProcessPatch = body::json(&parts.headers, body, app.config.max_body).await?;
     if patch.status == Some(Status::Cancelled) {
@@ -154,14 +154,14 @@ pub async fn patch(app: &Arc<App>, id: &str, req: Request<Incoming>) -> Result<R
     Ok(response::json(StatusCode::OK, &p))
 }
 
-pub async fn delete(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
+pub async fn delete(app: &Arc<App>, id: &Id) -> Result<Resp, ApiError> {
     app.store.delete_process(id).await?;
     Ok(response::empty(StatusCode::NO_CONTENT))
 }
 
 /// A server-run command goes to the runner (SIGTERM, then SIGKILL); any
 /// other process is just marked cancelled. 409 when already finished.
-pub async fn cancel(app: &Arc<App>, id: &str) -> Result<Resp, ApiError> {
+pub async fn cancel(app: &Arc<App>, id: &Id) -> Result<Resp, ApiError> {
     let p = app.runner.cancel(id).await?;
     Ok(response::json(StatusCode::OK, &p))
 }

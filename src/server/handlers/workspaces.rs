@@ -5,7 +5,7 @@ use std::sync::Arc;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 
-use crate::model::NewWorkspace;
+use crate::model::{Id, NewWorkspace};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::Query;
@@ -24,11 +24,11 @@ pub fn list(app: &App) -> Resp {
     response::json(StatusCode::OK, &app.store.list_workspaces())
 }
 
-pub fn get(app: &App, id: &str) -> Result<Resp, ApiError> {
+pub fn get(app: &App, id: &Id) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, &app.store.get_workspace(id)?))
 }
 
-pub async fn delete(app: &Arc<App>, id: &str, q: &Query) -> Result<Resp, ApiError> {
+pub async fn delete(app: &Arc<App>, id: &Id, q: &Query) -> Result<Resp, ApiError> {
     let cascade = q.bool("cascade")?;
     app.store.delete_workspace(id, cascade).await?;
     Ok(response::empty(StatusCode::NO_CONTENT))

@@ -207,7 +207,6 @@ impl FileProcessStore {
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {
-        StoreError::parse_id("process", id)?;
         self.read_index()
             .by_id
             .get(id)
@@ -230,7 +229,7 @@ impl FileProcessStore {
         }
     }
 
-    pub fn get_process(&self, id: &str) -> Result<Process> {
+    pub fn get_process(&self, id: &Id) -> Result<Process> {
         Ok(self.entry(id)?.record())
     }
 
@@ -253,8 +252,8 @@ impl FileProcessStore {
 
     /// Applies a merge patch; returns the updated record once durable. A
     /// terminal status ends the process's emitter (followers get `status`).
-    pub async fn update_process(self: &Arc<Self>, id: &str, patch: ProcessPatch) -> Result<Process> {
-        let id = id.to_owned();
+    pub async fn update_process(self: &Arc<Self>, id: &Id, patch: ProcessPatch) -> Result<Process> {
+        let id = id.clone();
         self.detached(move |s| async move { s.update_process_inner(&id, patch).await })
             .await
     }
@@ -340,8 +339,8 @@ impl FileProcessStore {
 
     /// Deletes a process and its output. Followers of a running process get
     /// `status` (cancelled) and the end of their stream.
-    pub async fn delete_process(self: &Arc<Self>, id: &str) -> Result<()> {
-        let id = id.to_owned();
+    pub async fn delete_process(self: &Arc<Self>, id: &Id) -> Result<()> {
+        let id = id.clone();
         self.detached(move |s| async move { s.delete_process_inner(&id).await })
             .await
     }
@@ -388,7 +387,7 @@ impl FileProcessStore {
     /// per-process cap is streamed to followers but not stored.
     pub async fn append_output(
         self: &Arc<Self>,
-        id: &str,
+        id: &Id,
         content: String,
         stream: Option<StreamKind>,
     ) -> Result<AppendResult> {
@@ -425,7 +424,7 @@ impl FileProcessStore {
 
     /// Reads stored output as UTF-8 bytes: a range starting inside a
     /// character starts at the next one, invalid bytes become U+FFFD.
-    pub async fn read_output(&self, id: &str, range: OutputRange) -> Result<Vec<u8>> {
+    pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
         let entry = self.entry(id)?;
         let stored = entry.output.lock().stored;
         let from = match range {
@@ -449,7 +448,7 @@ impl FileProcessStore {
 
     /// Follows a process's output: replay from byte `from` (None: only what
     /// comes from now on), then live, then the final status.
-    pub fn subscribe(&self, id: &str, from: Option<u64>) -> Result<Follow> {
+    pub fn subscribe(&self, id: &Id, from: Option<u64>) -> Result<Follow> {
         let entry = self.entry(id)?;
         let current = entry.record().status_info();
         Ok(entry.output.subscribe(from, current))

@@ -58,11 +58,10 @@ impl FileProcessStore {
         self.lock_workspaces().contains_key(id)
     }
 
-    pub fn get_workspace(&self, id: &str) -> Result<Workspace> {
-        StoreError::parse_id("workspace", id)?;
+    pub fn get_workspace(&self, id: &Id) -> Result<Workspace> {
         self.workspace(id).ok_or_else(|| StoreError::NotFound {
             kind: "workspace",
-            id: id.to_owned(),
+            id: id.to_string(),
         })
     }
 
@@ -73,13 +72,13 @@ impl FileProcessStore {
 
     /// Deletes a workspace. With processes it is refused unless `cascade`,
     /// which deletes them (and their output) first. `default` stays.
-    pub async fn delete_workspace(self: &Arc<Self>, id: &str, cascade: bool) -> Result<()> {
+    pub async fn delete_workspace(self: &Arc<Self>, id: &Id, cascade: bool) -> Result<()> {
         let id = id.to_owned();
         self.detached(move |s| async move { s.delete_workspace_inner(&id, cascade).await })
             .await
     }
 
-    async fn delete_workspace_inner(self: Arc<Self>, id: &str, cascade: bool) -> Result<()> {
+    async fn delete_workspace_inner(self: Arc<Self>, id: &Id, cascade: bool) -> Result<()> {
         self.get_workspace(id)?;
         if id == DEFAULT_WORKSPACE {
             return Err(StoreError::DefaultWorkspace);
@@ -89,10 +88,10 @@ impl FileProcessStore {
         // it while this one waited (regression: both then succeeded and
         // both published workspace-removed).
         let w = self.get_workspace(id)?;
-        let procs = self.processes_where(|p| p.workspace == id);
+        let procs = self.processes_where(|p| p.workspace == *id);
         if !procs.is_empty() && !cascade {
             return Err(StoreError::WorkspaceNotEmpty {
-                id: id.to_owned(),
+                id: id.to_string(),
                 count: procs.len(),
             });
         }
