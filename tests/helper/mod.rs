@@ -28,10 +28,11 @@ pub mod sse;
 
 /// Polls `cond` every few milliseconds until it holds or `within` passes;
 /// panics with `what` on timeout. For conditions without a signal to await
-/// (counts visible only from outside, like open file descriptors).
-pub async fn wait_until(what: &str, within: std::time::Duration, mut cond: impl FnMut() -> bool) {
+/// (counts visible only from outside, like open file descriptors, or a
+/// record as another client sees it: `cond` may make requests).
+pub async fn wait_until(what: &str, within: std::time::Duration, mut cond: impl AsyncFnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
+    while !cond().await {
         if tokio::time::Instant::now() >= deadline {
             panic!("timed out after {within:?} waiting until {what}");
         }

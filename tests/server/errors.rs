@@ -141,7 +141,7 @@ async fn bug_head_was_405_where_get_works() {
         assert!(out.contains("text/event-stream"), "{out}");
         assert!(!out.contains("retry:") && !out.contains("connected"), "no body: {out}");
     }
-    crate::helper::wait_until("no emitter is left", crate::helper::server::WAIT, || {
+    crate::helper::wait_until("no emitter is left", crate::helper::server::WAIT, async || {
         s.store.emitter_count() == 0
     })
     .await;

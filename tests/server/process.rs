@@ -245,7 +245,7 @@ async fn kill_9_during_a_burst_then_restart_keeps_every_acknowledged_write() {
         }));
     }
     let a2 = acked.clone();
-    wait_until("100 processes are acknowledged", WAIT, move || {
+    wait_until("100 processes are acknowledged", WAIT, async move || {
         a2.lock().unwrap().len() >= 100
     })
     .await;
@@ -280,7 +280,7 @@ async fn kill_9_during_a_burst_then_restart_keeps_every_acknowledged_write() {
 /// requests are closed by the server a moment after the client drops them).
 async fn settled_fds(s: &BinServer) -> usize {
     let mut last = usize::MAX;
-    wait_until("the fd count settles", WAIT, || {
+    wait_until("the fd count settles", WAIT, async || {
         let n = s.fds();
         let stable = n == last;
         last = n;

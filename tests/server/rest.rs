@@ -386,7 +386,7 @@ async fn bug_patch_cancelled_left_the_server_run_command_running() {
     let script = format!("echo $$ > {}; exec sleep 30", pid_file.display());
     let p = create(s.addr, json!({"name": "sleeper", "command": ["sh", "-c", script]})).await;
     let id = p["id"].as_str().unwrap();
-    crate::helper::wait_until("the command wrote its pid", crate::helper::server::WAIT, || {
+    crate::helper::wait_until("the command wrote its pid", crate::helper::server::WAIT, async || {
         std::fs::read_to_string(&pid_file).is_ok_and(|t| t.ends_with('\n'))
     })
     .await;
