@@ -18,15 +18,28 @@
 //!   SSE, WebSocket, auth, errors.
 //! * [`client`]: the Rust client library for editor extensions: HTTP calls,
 //!   SSE, reconnecting streams, workspace identity, offline queue.
-//! * [`cli`]: clap definitions and every `prochub …` command.
+//! * [`cli`]: clap definitions and every `prochub …` command: argument
+//!   parsing, printing, colours, exit codes.
+//!
+//! # Features
+//! * `client`: [`client`] (and the shared modules). What an editor
+//!   extension depends on: `default-features = false, features = ["client"]`
+//!   compiles neither the server nor clap.
+//! * `server`: [`store`], [`runner`], [`server`].
+//! * `cli` (default): both, plus [`cli`] and the `prochub` binary.
 
+#[cfg(feature = "cli")]
 pub mod cli;
+#[cfg(feature = "client")]
 pub mod client;
 pub mod durable;
 pub mod model;
 pub mod percent;
+#[cfg(feature = "server")]
 pub mod runner;
+#[cfg(feature = "server")]
 pub mod server;
+#[cfg(feature = "server")]
 pub mod store;
 pub mod sync;
 pub mod utf8;
