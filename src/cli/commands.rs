@@ -9,10 +9,9 @@ use serde::Deserialize;
 
 use super::print::{self as output, StatusLine};
 use crate::cli::{ClientArgs, Command, EventsArgs, FollowArgs, IdArgs, LsArgs, PruneArgs, RunArgs, SubmitArgs};
-use crate::client::api::{Client, DEFAULT_URL, ListParams, OutputRange};
 use crate::client::default_data_dir;
-use crate::client::stream::{Event, FollowEvent, Follower};
-use crate::model::{NewProcess, Status, StatusInfo, StreamKind};
+use crate::client::{Client, DEFAULT_URL, Event, Follower, OutputEvent};
+use crate::model::{ListQuery, NewProcess, OutputRange, Status, StatusInfo, StreamKind};
 
 /// Lines of earlier output `follow` shows before going live (like `tail -f`).
 pub const FOLLOW_CONTEXT_LINES: usize = 10;
@@ -51,7 +50,11 @@ pub fn resolve_url(args: &ClientArgs) -> anyhow::Result<String> {
     if let Some(url) = &args.server {
         return Ok(url.clone());
     }
-    let dir = args.data.clone().unwrap_or_else(default_data_dir);
+    let dir = args
+        .data
+        .clone()
+        .or_else(default_data_dir)
+        .unwrap_or_else(|| std::path::PathBuf::from("prochub"));
     let file = dir.join("server.json");
     match std::fs::read(&file) {
         Ok(bytes) => {
@@ -214,7 +217,7 @@ async fn stream_output(
             ev = follower.next() => {
                 let Some(ev) = ev else { break };
                 match ev? {
-                    FollowEvent::Chunk { content, stream, .. } => {
+                    OutputEvent::Chunk { content, stream, .. } => {
                         line.clear();
                         if !write_chunk(&content, stream)? {
                             if cancel_on_interrupt {
@@ -230,18 +233,18 @@ async fn stream_output(
                         line.wrote(&content);
                         line.draw();
                     }
-                    FollowEvent::Lagged { from, to } => {
+                    OutputEvent::Lagged { from, to } => {
                         line.clear();
                         eprintln!("prochub: {} bytes of output were dropped by the server (bytes {from}..{to})", to - from);
                     }
-                    FollowEvent::Status(s) => {
+                    OutputEvent::Status(s) => {
                         line.clear();
                         if let Some(summary) = output::end_summary(&s, tty, output::stderr_is_terminal()) {
                             eprintln!("{summary}");
                         }
                         status = Some(s);
                     }
-                    FollowEvent::Done => break,
+                    OutputEvent::Done => break,
                 }
             }
             _ = ticker.tick() => line.draw(),
@@ -338,7 +341,7 @@ async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
 
 async fn ls(a: LsArgs) -> anyhow::Result<u8> {
     let client = connect(&a.client)?;
-    let params = ListParams {
+    let params = ListQuery {
         workspace: a.workspace,
         status: a.status,
         limit: None,

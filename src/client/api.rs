@@ -1,30 +1,19 @@
-//! [`Client`]: typed calls for every endpoint of SPEC section 2, over
-//! hyper-util's pooled HTTP/1 client.
+//! Typed calls for every endpoint of SPEC section 2, as methods of
+//! [`Client`]; the request plumbing they share is in [`super::transport`].
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
-use http_body_util::{BodyExt, Full};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::Client as HttpClient;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::TokioExecutor;
-use serde::de::DeserializeOwned;
+use http::{Method, header};
 use serde::{Deserialize, Serialize};
 
 use super::error::ClientError;
-use super::stream::{EventStream, Follower, ReconnectPolicy};
-use crate::model::{NewProcess, NewWorkspace, Process, ProcessPatch, Status, Workspace};
-
-/// Default server address when nothing else names one.
-pub const DEFAULT_URL: &str = "http://127.0.0.1:7070";
-/// Time allowed to open a TCP connection.
-pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
-/// Time allowed for a whole non-streaming request.
-pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+use super::event_stream::EventStream;
+use super::follower::Follower;
+use super::link::next_cursor;
+use super::transport::Client;
+use super::url::query;
+use crate::model::{Id, ListQuery, NewProcess, NewWorkspace, OutputRange, Page, Process, ProcessPatch, Workspace};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -36,328 +25,15 @@ pub struct Health {
     pub uptime_s: f64,
 }
 
-/// Filters and paging of `GET /api/processes`.
-#[derive(Debug, Clone, Default)]
-pub struct ListParams {
-    pub workspace: Option<String>,
-    pub status: Option<Status>,
-    pub limit: Option<usize>,
-    /// `next_cursor` of the previous page.
-    pub cursor: Option<String>,
+fn process_path(id: &str) -> Result<String, ClientError> {
+    Ok(format!("/api/processes/{}", Id::parse(id)?))
 }
 
-/// One page of processes, newest first.
-#[derive(Debug, Clone)]
-pub struct ProcessPage {
-    pub items: Vec<Process>,
-    /// Present when the server announced a next page (`Link: rel="next"`).
-    pub next_cursor: Option<String>,
-}
-
-/// Which part of the stored output to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputRange {
-    All,
-    /// From this byte offset to the end.
-    From(u64),
-    /// The last N bytes.
-    Tail(u64),
-}
-
-/// A handle on one server. Cheap to clone; clones share the connection pool.
-#[derive(Clone)]
-pub struct Client {
-    inner: Arc<Inner>,
-}
-
-struct Inner {
-    http: HttpClient<HttpConnector, Full<Bytes>>,
-    /// `http://host:port`, no trailing slash.
-    base: String,
-    token: Option<String>,
-    /// Requests attempted so far (tests check that an offline client
-    /// attempts none).
-    requests: AtomicU64,
-    policy: ReconnectPolicy,
-}
-
-impl std::fmt::Debug for Client {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("base", &self.inner.base)
-            .finish_non_exhaustive()
-    }
-}
-
-/// Normalises a server address: `host:port` gets `http://`, a trailing
-/// slash goes; https and paths are refused (the server speaks plain HTTP).
-pub fn normalize_url(url: &str) -> Result<String, ClientError> {
-    let bad = |message: &str| ClientError::InvalidUrl {
-        url: url.to_owned(),
-        message: message.to_owned(),
-    };
-    let trimmed = url.trim().trim_end_matches('/');
-    let with_scheme = if trimmed.contains("://") {
-        trimmed.to_owned()
-    } else {
-        format!("http://{trimmed}")
-    };
-    let uri: Uri = with_scheme.parse().map_err(|_| bad("not a URL"))?;
-    match uri.scheme_str() {
-        Some("http") => {}
-        Some("https") => {
-            return Err(bad(
-                "https is not supported; prochub serves plain HTTP (put a proxy in front)",
-            ));
-        }
-        _ => return Err(bad("the scheme must be http")),
-    }
-    let authority = uri.authority().ok_or_else(|| bad("no host"))?;
-    if uri.path() != "/" && !uri.path().is_empty() {
-        return Err(bad("give only the scheme, host and port"));
-    }
-    Ok(format!("http://{authority}"))
-}
-
-/// Percent-encodes a query value (everything but RFC 3986 unreserved).
-pub(crate) use crate::percent::encode;
-
-fn decode(value: &str) -> String {
-    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let pair = (bytes[i] == b'%' && i + 2 < bytes.len())
-            .then(|| Some(hex(bytes[i + 1])? * 16 + hex(bytes[i + 2])?))
-            .flatten();
-        match (pair, bytes[i]) {
-            (Some(b), _) => {
-                out.push(b);
-                i += 3;
-            }
-            (None, b'+') => {
-                out.push(b' ');
-                i += 1;
-            }
-            (None, b) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// Builds `?a=1&b=2` from the pairs that have a value ("" when none).
-pub(crate) fn query(pairs: &[(&str, Option<String>)]) -> String {
-    let parts: Vec<String> = pairs
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", encode(v))))
-        .collect();
-    if parts.is_empty() {
-        String::new()
-    } else {
-        format!("?{}", parts.join("&"))
-    }
-}
-
-/// The `cursor` of the `rel="next"` target of a `Link` header.
-fn next_cursor(link: &str) -> Option<String> {
-    link.split(',').find_map(|part| {
-        let (target, params) = part.split_once(';')?;
-        let is_next = params
-            .split(';')
-            .any(|p| p.trim().replace(' ', "").eq_ignore_ascii_case("rel=\"next\"") || p.trim() == "rel=next");
-        if !is_next {
-            return None;
-        }
-        let url = target.trim().strip_prefix('<')?.strip_suffix('>')?;
-        let (_, q) = url.split_once('?')?;
-        q.split('&').find_map(|kv| kv.strip_prefix("cursor=")).map(decode)
-    })
-}
-
-/// The JSON error body of SPEC section 2.
-#[derive(Deserialize)]
-struct ErrorBody {
-    #[serde(default)]
-    error: String,
-    #[serde(default)]
-    code: String,
-    #[serde(default)]
-    existing: Option<Box<Process>>,
+fn workspace_path(id: &str) -> Result<String, ClientError> {
+    Ok(format!("/api/workspaces/{}", Id::parse(id)?))
 }
 
 impl Client {
-    /// A client of the server at `url` (`http://host:port` or `host:port`).
-    pub fn new(url: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let base = normalize_url(url)?;
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
-        connector.set_nodelay(true);
-        let http = HttpClient::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .build(connector);
-        Ok(Client {
-            inner: Arc::new(Inner {
-                http,
-                base,
-                token: token.filter(|t| !t.is_empty()),
-                requests: AtomicU64::new(0),
-                policy: ReconnectPolicy::default(),
-            }),
-        })
-    }
-
-    /// The same server with another reconnect policy for streams.
-    pub fn with_policy(&self, policy: ReconnectPolicy) -> Self {
-        Client {
-            inner: Arc::new(Inner {
-                http: self.inner.http.clone(),
-                base: self.inner.base.clone(),
-                token: self.inner.token.clone(),
-                requests: AtomicU64::new(0),
-                policy,
-            }),
-        }
-    }
-
-    /// `http://host:port` of the server.
-    pub fn base_url(&self) -> &str {
-        &self.inner.base
-    }
-
-    pub(crate) fn policy(&self) -> &ReconnectPolicy {
-        &self.inner.policy
-    }
-
-    /// Requests this client attempted (connected or not).
-    pub fn requests_attempted(&self) -> u64 {
-        self.inner.requests.load(Ordering::Relaxed)
-    }
-
-    /// Sends a request and returns the response head with its body still
-    /// streaming (for SSE). `extra` headers are added as given.
-    pub(crate) async fn send_raw(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<(&'static str, Bytes)>,
-        extra: &[(header::HeaderName, String)],
-    ) -> Result<Response<Incoming>, ClientError> {
-        let url = format!("{}{}", self.inner.base, path_and_query);
-        let mut req = Request::builder().method(method).uri(&url);
-        if let Some(token) = &self.inner.token {
-            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
-        }
-        for (name, value) in extra {
-            let value = HeaderValue::from_str(value)
-                .map_err(|_| ClientError::Invalid(format!("header {name}: {value:?} is not a valid value")))?;
-            req = req.header(name, value);
-        }
-        let body = match body {
-            Some((content_type, bytes)) => {
-                req = req.header(header::CONTENT_TYPE, content_type);
-                bytes
-            }
-            None => Bytes::new(),
-        };
-        let req = req.body(Full::new(body)).map_err(|e| ClientError::InvalidUrl {
-            url: url.clone(),
-            message: e.to_string(),
-        })?;
-        self.inner.requests.fetch_add(1, Ordering::Relaxed);
-        let resp = self.inner.http.request(req).await.map_err(|e| {
-            if e.is_connect() {
-                let cause = error_chain(&e);
-                tracing::debug!(url = %self.inner.base, %cause, "cannot connect");
-                ClientError::Unreachable {
-                    url: self.inner.base.clone(),
-                    cause,
-                }
-            } else {
-                ClientError::Transport {
-                    url: self.inner.base.clone(),
-                    message: error_chain(&e),
-                }
-            }
-        })?;
-        if resp.status() == StatusCode::UNAUTHORIZED {
-            return Err(ClientError::Unauthorized {
-                token_sent: self.inner.token.is_some(),
-            });
-        }
-        Ok(resp)
-    }
-
-    /// Sends a request, reads the whole answer, maps error statuses.
-    async fn call(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<(&'static str, Bytes)>,
-    ) -> Result<(StatusCode, http::HeaderMap, Bytes), ClientError> {
-        let exchange = async {
-            let resp = self.send_raw(method, path_and_query, body, &[]).await?;
-            let (parts, body) = resp.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| ClientError::Transport {
-                    url: self.inner.base.clone(),
-                    message: error_chain(&e),
-                })?
-                .to_bytes();
-            Ok::<_, ClientError>((parts.status, parts.headers, bytes))
-        };
-        let (status, headers, bytes) =
-            tokio::time::timeout(REQUEST_TIMEOUT, exchange)
-                .await
-                .map_err(|_| ClientError::Timeout {
-                    url: self.inner.base.clone(),
-                    secs: REQUEST_TIMEOUT.as_secs(),
-                })??;
-        if !status.is_success() {
-            return Err(api_error(status, &bytes));
-        }
-        Ok((status, headers, bytes))
-    }
-
-    async fn json<T: DeserializeOwned>(
-        &self,
-        method: Method,
-        path_and_query: &str,
-        body: Option<&impl Serialize>,
-    ) -> Result<T, ClientError> {
-        let body = match body {
-            Some(b) => Some((
-                "application/json",
-                Bytes::from(serde_json::to_vec(b).map_err(|e| ClientError::Invalid(e.to_string()))?),
-            )),
-            None => None,
-        };
-        let (_, _, bytes) = self.call(method, path_and_query, body).await?;
-        self.decode(&bytes)
-    }
-
-    fn decode<T: DeserializeOwned>(&self, bytes: &[u8]) -> Result<T, ClientError> {
-        serde_json::from_slice(bytes).map_err(|e| ClientError::Protocol {
-            url: self.inner.base.clone(),
-            message: format!("{e} in {:?}", String::from_utf8_lossy(&bytes[..bytes.len().min(200)])),
-        })
-    }
-
-    fn process_path(id: &str) -> Result<String, ClientError> {
-        crate::model::Id::parse(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        Ok(format!("/api/processes/{id}"))
-    }
-
-    fn workspace_path(id: &str) -> Result<String, ClientError> {
-        crate::model::Id::parse(id).map_err(|e| ClientError::Invalid(e.to_string()))?;
-        Ok(format!("/api/workspaces/{id}"))
-    }
-
     /// `GET /healthz`.
     pub async fn health(&self) -> Result<Health, ClientError> {
         self.json(Method::GET, "/healthz", None::<&()>).await
@@ -373,13 +49,13 @@ impl Client {
     }
 
     pub async fn get_workspace(&self, id: &str) -> Result<Workspace, ClientError> {
-        self.json(Method::GET, &Self::workspace_path(id)?, None::<&()>).await
+        self.json(Method::GET, &workspace_path(id)?, None::<&()>).await
     }
 
     /// `DELETE /api/workspaces/:id` (`cascade` also deletes its processes).
     pub async fn delete_workspace(&self, id: &str, cascade: bool) -> Result<(), ClientError> {
         let q = query(&[("cascade", cascade.then(|| "true".to_owned()))]);
-        self.call(Method::DELETE, &format!("{}{q}", Self::workspace_path(id)?), None)
+        self.call(Method::DELETE, &format!("{}{q}", workspace_path(id)?), None)
             .await
             .map(drop)
     }
@@ -390,8 +66,9 @@ impl Client {
         self.json(Method::POST, "/api/processes", Some(new)).await
     }
 
-    /// One page of `GET /api/processes`.
-    pub async fn list_processes(&self, params: &ListParams) -> Result<ProcessPage, ClientError> {
+    /// One page of `GET /api/processes`; its `next_cursor` comes from the
+    /// `Link: rel="next"` header.
+    pub async fn list_processes(&self, params: &ListQuery) -> Result<Page, ClientError> {
         let q = query(&[
             ("workspace", params.workspace.clone()),
             ("status", params.status.map(|s| s.to_string())),
@@ -399,17 +76,17 @@ impl Client {
             ("cursor", params.cursor.clone()),
         ]);
         let (_, headers, bytes) = self.call(Method::GET, &format!("/api/processes{q}"), None).await?;
-        let items: Vec<Process> = self.decode(&bytes)?;
+        let items: Vec<Process> = self.parse_json(&bytes)?;
         let next_cursor = headers
             .get_all(header::LINK)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .find_map(next_cursor);
-        Ok(ProcessPage { items, next_cursor })
+        Ok(Page { items, next_cursor })
     }
 
     /// Every matching process (following `Link` pages), at most `max`.
-    pub async fn list_all(&self, params: &ListParams, max: Option<usize>) -> Result<Vec<Process>, ClientError> {
+    pub async fn list_all(&self, params: &ListQuery, max: Option<usize>) -> Result<Vec<Process>, ClientError> {
         let mut params = params.clone();
         let mut all = Vec::new();
         loop {
@@ -431,20 +108,18 @@ impl Client {
     }
 
     pub async fn get_process(&self, id: &str) -> Result<Process, ClientError> {
-        self.json(Method::GET, &Self::process_path(id)?, None::<&()>).await
+        self.json(Method::GET, &process_path(id)?, None::<&()>).await
     }
 
     /// `PATCH /api/processes/:id` (JSON merge of the given fields).
     pub async fn update_process(&self, id: &str, patch: &ProcessPatch) -> Result<Process, ClientError> {
-        self.json(Method::PATCH, &Self::process_path(id)?, Some(patch)).await
+        self.json(Method::PATCH, &process_path(id)?, Some(patch)).await
     }
 
     /// `DELETE /api/processes/:id` (404 is an error here; see
     /// [`crate::client::WorkspaceClient::remove`] for the idempotent one).
     pub async fn delete_process(&self, id: &str) -> Result<(), ClientError> {
-        self.call(Method::DELETE, &Self::process_path(id)?, None)
-            .await
-            .map(drop)
+        self.call(Method::DELETE, &process_path(id)?, None).await.map(drop)
     }
 
     /// `POST /api/processes/:id/output`; returns the stored byte count.
@@ -457,7 +132,7 @@ impl Client {
         struct Answer {
             output_bytes: u64,
         }
-        let path = format!("{}/output", Self::process_path(id)?);
+        let path = format!("{}/output", process_path(id)?);
         let a: Answer = self.json(Method::POST, &path, Some(&Body { content })).await?;
         Ok(a.output_bytes)
     }
@@ -477,14 +152,14 @@ impl Client {
             OutputRange::From(n) => format!("?offset={n}"),
             OutputRange::Tail(n) => format!("?tail={n}"),
         };
-        let path = format!("{}/output{q}", Self::process_path(id)?);
+        let path = format!("{}/output{q}", process_path(id)?);
         let (_, _, bytes) = self.call(Method::GET, &path, None).await?;
         Ok(bytes)
     }
 
     /// `POST /api/processes/:id/cancel`; returns the final record.
     pub async fn cancel(&self, id: &str) -> Result<Process, ClientError> {
-        let path = format!("{}/cancel", Self::process_path(id)?);
+        let path = format!("{}/cancel", process_path(id)?);
         let (_, _, bytes) = self.call(Method::POST, &path, None).await?;
         match serde_json::from_slice::<Process>(&bytes) {
             Ok(p) => Ok(p),
@@ -518,107 +193,5 @@ impl Client {
     /// Lifecycle events (SSE `/api/events`), optionally of one workspace.
     pub fn events(&self, workspace: Option<&str>) -> EventStream {
         EventStream::new(self.clone(), workspace.map(str::to_owned))
-    }
-}
-
-/// Maps an error status and its JSON body to [`ClientError::Api`].
-pub(crate) fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
-    match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(b) => ClientError::Api {
-            status: status.as_u16(),
-            code: if b.code.is_empty() {
-                status
-                    .canonical_reason()
-                    .unwrap_or("error")
-                    .to_lowercase()
-                    .replace(' ', "_")
-            } else {
-                b.code
-            },
-            message: if b.error.is_empty() {
-                status.to_string()
-            } else {
-                b.error
-            },
-            existing: b.existing,
-        },
-        Err(_) => ClientError::Api {
-            status: status.as_u16(),
-            code: status
-                .canonical_reason()
-                .unwrap_or("error")
-                .to_lowercase()
-                .replace(' ', "_"),
-            message: {
-                let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)])
-                    .trim()
-                    .to_owned();
-                if text.is_empty() { status.to_string() } else { text }
-            },
-            existing: None,
-        },
-    }
-}
-
-/// An error and its sources on one line.
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(cause) = src {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-        src = cause.source();
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn urls_are_normalised() {
-        assert_eq!(normalize_url("127.0.0.1:7070").unwrap(), "http://127.0.0.1:7070");
-        assert_eq!(normalize_url("http://localhost:80/").unwrap(), "http://localhost:80");
-        assert!(normalize_url("https://x:1").is_err());
-        assert!(normalize_url("http://x:1/api").is_err());
-        assert!(normalize_url("").is_err());
-    }
-
-    #[test]
-    fn link_headers_give_the_next_cursor() {
-        let link = r#"</api/processes?limit=2&cursor=1700000000000.01ABC%2D>; rel="next""#;
-        assert_eq!(next_cursor(link).as_deref(), Some("1700000000000.01ABC-"));
-        assert_eq!(next_cursor(r#"</x?cursor=a>; rel="prev""#), None);
-        assert_eq!(
-            next_cursor(r#"</x?cursor=a>; rel="prev", </x?cursor=b>; rel=next"#).as_deref(),
-            Some("b")
-        );
-    }
-
-    #[test]
-    fn queries_are_encoded() {
-        assert_eq!(
-            query(&[("a", Some("x y/z".into())), ("b", None), ("c", Some("1".into()))]),
-            "?a=x%20y%2Fz&c=1"
-        );
-        assert_eq!(query(&[("a", None)]), "");
-        assert_eq!(decode("a%20b%zz%2"), "a b%zz%2");
-    }
-
-    #[test]
-    fn error_bodies_become_api_errors() {
-        let e = api_error(
-            StatusCode::NOT_FOUND,
-            br#"{"error":"process \"x\" not found","code":"not_found"}"#,
-        );
-        assert!(e.is_not_found());
-        assert_eq!(e.to_string(), "process \"x\" not found (404 not_found)");
-        let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
-        assert_eq!(e.status(), Some(502));
-        assert!(e.is_retryable());
     }
 }

@@ -1,34 +1,48 @@
-//! The Rust client of a prochub server, used by the CLI and by editor
-//! extensions.
+//! The Rust client of a prochub server, for editor extensions and the CLI.
+//! Typed errors only ([`ClientError`]): no printing, no clap, no anyhow.
+//! Built alone with `default-features = false, features = ["client"]`.
 //!
 //! # Layout
-//! * [`api`]: [`Client`], typed calls for every endpoint (hyper-util).
+//! * [`transport`]: [`Client`], a server's address, token and connection
+//!   pool (hyper-util), and how a request goes out and comes back.
+//! * [`api`]: typed calls for every endpoint, as methods of [`Client`].
+//! * [`url`], `link`: server addresses and query strings; the next-page
+//!   cursor of a `Link` header.
+//! * [`error`]: [`ClientError`], and the mapping of error answers to it.
 //! * [`sse`]: a WHATWG-conformant Server-Sent Events parser.
-//! * [`stream`]: [`Follower`] and [`EventStream`], SSE streams that
-//!   reconnect with `Last-Event-ID` by themselves.
-//! * [`workspace`]: [`WorkspaceClient`] for editor extensions: a workspace
-//!   identity derived from the folder path, submit/update/remove, and the
-//!   on-disk offline queue ([`queue`]).
-//! * [`error`]: the error type, [`ClientError`].
+//! * [`resumable`]: an SSE request that reopens itself with `Last-Event-ID`
+//!   ([`ReconnectPolicy`]), under [`follower`] ([`Follower`], a process's
+//!   output as [`OutputEvent`]s) and [`event_stream`] ([`EventStream`],
+//!   lifecycle events).
+//! * [`identity`]: [`WorkspaceIdentity`], a workspace id derived from the
+//!   folder path.
+//! * [`workspace`]: [`WorkspaceClient`] for editor extensions:
+//!   submit/update/remove that fall back to the on-disk offline queue
+//!   ([`queue`]).
+//! * [`discovery`]: the default data folder and its `server.json`.
 
 pub mod api;
+pub mod discovery;
 pub mod error;
+pub mod event_stream;
+pub mod follower;
+pub mod identity;
+mod link;
 pub mod queue;
+pub mod resumable;
 pub mod sse;
-pub mod stream;
+pub mod transport;
+pub mod url;
 pub mod workspace;
 
-pub use api::{Client, Health, ListParams, OutputRange, ProcessPage};
+pub use api::Health;
+pub use discovery::{default_data_dir, read_server_info, server_url};
 pub use error::ClientError;
+pub use event_stream::{Event, EventStream};
+pub use follower::{Follower, OutputEvent};
+pub use identity::WorkspaceIdentity;
 pub use queue::{OfflineQueue, QueuedOp};
-pub use stream::{Event, EventStream, FollowEvent, Follower, ReconnectPolicy};
-pub use workspace::{Delivery, FlushReport, WorkspaceClient, WorkspaceIdentity};
-
-/// The default data folder: `$XDG_DATA_HOME/prochub` (normally
-/// `~/.local/share/prochub`), where `server.json` names the running server
-/// and editor extensions keep their offline queues.
-pub fn default_data_dir() -> std::path::PathBuf {
-    dirs::data_dir()
-        .unwrap_or_else(|| std::path::PathBuf::from("."))
-        .join("prochub")
-}
+pub use resumable::ReconnectPolicy;
+pub use transport::Client;
+pub use url::DEFAULT_URL;
+pub use workspace::{Delivery, FlushReport, WorkspaceClient};

@@ -1,9 +1,9 @@
 //! The offline queue: requests an editor extension made while the server
 //! was unreachable, kept in order in a JSON-lines file until delivered.
 //!
-//! Every change rewrites the file atomically (temp file in the same
-//! folder, fsync, rename, fsync of the folder), so a crash leaves the old
-//! or the new queue, never a torn one. An entry leaves the file only after
+//! Every change rewrites the file with [`crate::durable::write`] (temp file
+//! in the same folder, fsync, rename, fsync of the folder), so a crash
+//! leaves the old or the new queue, never a torn one. An entry leaves the file only after
 //! the server acknowledged it, so a flush that is interrupted and repeated
 //! re-sends at most the entry in flight; client-chosen ids make that safe.
 //!
@@ -14,7 +14,6 @@
 //! interrupted flush, that repeats one request and is harmless.)
 
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -64,8 +63,15 @@ impl OfflineQueue {
     /// Opens the queue at `path` (a missing file is an empty queue).
     /// Lines that cannot be read are skipped with a warning.
     pub fn open(path: impl Into<PathBuf>) -> Result<Self, ClientError> {
+        let path = path.into();
+        // A bare file name lives in the current folder (its writes need
+        // the folder to fsync).
+        let path = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => path,
+            _ => Path::new(".").join(path),
+        };
         let mut q = OfflineQueue {
-            path: path.into(),
+            path,
             entries: Vec::new(),
             next_seq: 1,
         };
@@ -130,18 +136,15 @@ impl OfflineQueue {
         Ok(())
     }
 
-    fn dir(&self) -> PathBuf {
-        match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
+    fn dir(&self) -> &Path {
+        self.path.parent().expect("open gives the path a folder")
     }
 
     /// Takes the exclusive lock of the queue file (blocking: call from a
     /// blocking context); released when the returned file is dropped.
     fn lock(&self) -> Result<File, ClientError> {
         let dir = self.dir();
-        fs::create_dir_all(&dir).map_err(ClientError::io("create folder", &dir))?;
+        fs::create_dir_all(dir).map_err(ClientError::io("create folder", dir))?;
         let mut name = self.path.file_name().unwrap_or_default().to_os_string();
         name.push(".lock");
         let path = dir.join(name);
@@ -181,25 +184,12 @@ impl OfflineQueue {
 
     /// Rewrites the file atomically and durably (under the lock).
     fn write(&self) -> Result<(), ClientError> {
-        let dir = self.dir();
         let mut text = String::new();
         for e in &self.entries {
             text.push_str(&serde_json::to_string(e).expect("queue entries serialise"));
             text.push('\n');
         }
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".queue-")
-            .suffix(".tmp")
-            .tempfile_in(&dir)
-            .map_err(ClientError::io("create temp file in", &dir))?;
-        tmp.write_all(text.as_bytes())
-            .and_then(|_| tmp.as_file().sync_all())
-            .map_err(ClientError::io("write", tmp.path().to_path_buf()))?;
-        tmp.persist(&self.path)
-            .map_err(|e| ClientError::io("replace", &self.path)(e.error))?;
-        File::open(&dir)
-            .and_then(|d| d.sync_all())
-            .map_err(ClientError::io("fsync folder", &dir))?;
+        crate::durable::write(&self.path, text.as_bytes(), None)?;
         Ok(())
     }
 }

@@ -1,6 +1,6 @@
-//! What an editor extension needs: a workspace identity derived from the
-//! folder it has open, and [`WorkspaceClient`]: submit / update / remove
-//! that keep working while the server is away (the [`OfflineQueue`]).
+//! [`WorkspaceClient`], what an editor extension keeps for the folder it
+//! has open (its [`WorkspaceIdentity`]): submit / update / remove that keep
+//! working while the server is away (the [`OfflineQueue`]).
 //!
 //! # Offline rules
 //! * Once a request finds the server unreachable, the client is offline:
@@ -18,97 +18,16 @@
 //!   reported in [`FlushReport::rejected`].
 
 use std::collections::HashMap;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
 
-use super::api::Client;
 use super::error::ClientError;
+use super::identity::WorkspaceIdentity;
 use super::queue::{OfflineQueue, QueuedOp};
-use crate::model::{NewProcess, NewWorkspace, Process, ProcessPatch, Status};
-
-/// A workspace id derived from a folder: `ws-` and 16 hex digits of the
-/// SHA-256 of the canonical path. Same folder, same id, on every run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WorkspaceIdentity {
-    pub id: String,
-    /// The folder's name, for display.
-    pub name: String,
-    /// The canonical path the id was derived from.
-    pub root_path: PathBuf,
-}
-
-impl WorkspaceIdentity {
-    /// The identity of `folder`. The path is canonicalised (symlinks,
-    /// `..`, `.`, trailing slashes resolved); a folder that does not exist
-    /// is normalised lexically against the current directory instead.
-    pub fn for_path(folder: impl AsRef<Path>) -> Result<Self, ClientError> {
-        let folder = folder.as_ref();
-        let root = match folder.canonicalize() {
-            Ok(p) => p,
-            Err(_) => {
-                let abs = if folder.is_absolute() {
-                    folder.to_path_buf()
-                } else {
-                    std::env::current_dir()
-                        .map_err(ClientError::io("read current folder", "."))?
-                        .join(folder)
-                };
-                normalize_lexically(&abs)
-            }
-        };
-        Ok(Self::from_canonical(root))
-    }
-
-    fn from_canonical(root: PathBuf) -> Self {
-        use std::os::unix::ffi::OsStrExt;
-        let digest = Sha256::digest(root.as_os_str().as_bytes());
-        let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-        let name = root
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_else(|| root.display().to_string());
-        WorkspaceIdentity {
-            id: format!("ws-{hex}"),
-            name,
-            root_path: root,
-        }
-    }
-
-    /// The body that registers this workspace.
-    pub fn registration(&self) -> NewWorkspace {
-        NewWorkspace {
-            id: Some(self.id.clone()),
-            name: self.name.clone(),
-            root_path: Some(self.root_path.display().to_string()),
-        }
-    }
-
-    /// Where this workspace's offline queue lives by default:
-    /// `DATA/queue/<id>.jsonl` under the user's data folder.
-    pub fn default_queue_path(&self) -> PathBuf {
-        super::default_data_dir()
-            .join("queue")
-            .join(format!("{}.jsonl", self.id))
-    }
-}
-
-/// Resolves `.` and `..` without touching the file system.
-fn normalize_lexically(path: &Path) -> PathBuf {
-    let mut out = PathBuf::new();
-    for c in path.components() {
-        match c {
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir => {}
-            other => out.push(other),
-        }
-    }
-    out
-}
+use super::transport::Client;
+use crate::model::{NewProcess, Process, ProcessPatch};
 
 /// What became of a submit, update or remove.
 #[derive(Debug, Clone, PartialEq)]
@@ -135,57 +54,57 @@ pub struct FlushReport {
     pub remaining: usize,
 }
 
-/// The last state of a process this client knows, to send only changes.
+/// The last state of a process this client knows, to send only changes:
+/// its editable fields, held as the create body they would make. An empty
+/// `name` means "not known" (names are never empty).
 #[derive(Debug, Clone, Default)]
-struct Known {
-    name: Option<String>,
-    status: Option<Status>,
-    result: Option<Value>,
-    error: Option<String>,
-    metadata: Map<String, Value>,
-    exit_code: Option<i32>,
-}
+struct Known(NewProcess);
 
 impl Known {
     fn from_record(p: &Process) -> Self {
-        Known {
-            name: Some(p.name.clone()),
+        Known(NewProcess {
+            name: p.name.clone(),
             status: Some(p.status),
             result: p.result.clone(),
             error: p.error.clone(),
-            metadata: p.metadata.clone(),
+            metadata: Some(p.metadata.clone()),
             exit_code: p.exit_code,
-        }
+            ..Default::default()
+        })
     }
 
     fn from_new(p: &NewProcess) -> Self {
-        Known {
-            name: Some(p.name.clone()),
+        Known(NewProcess {
+            name: p.name.clone(),
             status: Some(p.status.unwrap_or_default()),
             result: p.result.clone(),
             error: p.error.clone(),
-            metadata: p.metadata.clone().unwrap_or_default(),
+            metadata: Some(p.metadata.clone().unwrap_or_default()),
             exit_code: p.exit_code,
-        }
+            ..Default::default()
+        })
     }
 
     /// `desired` minus what is already so.
     fn diff(&self, desired: ProcessPatch) -> ProcessPatch {
-        let same_result = |v: &Value| match &self.result {
+        let known = &self.0;
+        let same_result = |v: &Value| match &known.result {
             None => v.is_null(),
             Some(r) => r == v,
         };
+        let metadata = known.metadata.as_ref();
         ProcessPatch {
-            name: desired.name.filter(|n| self.name.as_ref() != Some(n)),
-            status: desired.status.filter(|s| self.status != Some(*s)),
+            // An empty name is never the known one: the server judges it.
+            name: desired.name.filter(|n| n.is_empty() || *n != known.name),
+            status: desired.status.filter(|s| known.status != Some(*s)),
             result: desired.result.filter(|v| !same_result(v)),
-            error: desired.error.filter(|e| *e != self.error),
-            exit_code: desired.exit_code.filter(|c| *c != self.exit_code),
+            error: desired.error.filter(|e| *e != known.error),
+            exit_code: desired.exit_code.filter(|c| *c != known.exit_code),
             metadata: desired.metadata.and_then(|m| match m {
                 Value::Object(m) => {
                     let changed: Map<String, Value> = m
                         .into_iter()
-                        .filter(|(k, v)| match (self.metadata.get(k), v) {
+                        .filter(|(k, v)| match (metadata.and_then(|old| old.get(k)), v) {
                             (None, Value::Null) => false,
                             (Some(old), v) => old != v,
                             (None, _) => true,
@@ -193,36 +112,18 @@ impl Known {
                         .collect();
                     (!changed.is_empty()).then_some(Value::Object(changed))
                 }
-                Value::Null if self.metadata.is_empty() => None,
+                Value::Null if metadata.is_none_or(Map::is_empty) => None,
                 other => Some(other),
             }),
         }
     }
 
-    /// Applies a patch that was sent or queued.
+    /// Applies a patch that was sent or queued, as the server will
+    /// ([`ProcessPatch::apply_to_new`], the model's one merge).
     fn apply(&mut self, patch: &ProcessPatch) {
-        if let Some(n) = &patch.name {
-            self.name = Some(n.clone());
-        }
-        if let Some(s) = patch.status {
-            self.status = Some(s);
-        }
-        if let Some(r) = &patch.result {
-            self.result = (!r.is_null()).then(|| r.clone());
-        }
-        if let Some(e) = &patch.error {
-            self.error = e.clone();
-        }
-        if let Some(c) = patch.exit_code {
-            self.exit_code = c;
-        }
-        if let Some(m) = &patch.metadata {
-            let mut merged = Value::Object(std::mem::take(&mut self.metadata));
-            crate::model::merge_patch(&mut merged, m);
-            self.metadata = match merged {
-                Value::Object(m) => m,
-                _ => Map::new(),
-            };
+        if let Err(e) = patch.apply_to_new(&mut self.0) {
+            // The server refuses such a patch too; what we know stays valid.
+            tracing::debug!(%e, "a patch this client sent cannot apply");
         }
     }
 }
@@ -465,34 +366,16 @@ impl WorkspaceClient {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn ids_are_stable_and_valid() {
-        let a = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/project"));
-        let b = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/project"));
-        let c = WorkspaceIdentity::from_canonical(PathBuf::from("/home/me/other"));
-        assert_eq!(a, b);
-        assert_ne!(a.id, c.id);
-        assert_eq!(a.id.len(), 3 + 16);
-        crate::model::Id::parse(&a.id).unwrap();
-        assert_eq!(a.name, "project");
-    }
-
-    #[test]
-    fn missing_folders_are_normalised_lexically() {
-        let a = WorkspaceIdentity::for_path("/nonexistent-prochub/x/../y/").unwrap();
-        let b = WorkspaceIdentity::for_path("/nonexistent-prochub/y").unwrap();
-        assert_eq!(a, b);
-    }
+    use crate::model::Status;
 
     #[test]
     fn updates_keep_only_changes() {
-        let mut k = Known {
-            name: Some("build".into()),
+        let mut k = Known(NewProcess {
+            name: "build".into(),
             status: Some(Status::Running),
             metadata: serde_json::from_str(r#"{"a":1,"b":2}"#).unwrap(),
             ..Default::default()
-        };
+        });
         let desired = ProcessPatch {
             name: Some("build".into()),
             status: Some(Status::Completed),

@@ -3,11 +3,8 @@
 
 use std::time::Duration;
 
-use prochub::client::{
-    Client, ClientError, Delivery, Event, FollowEvent, Follower, ListParams, OutputRange, ReconnectPolicy,
-    WorkspaceClient,
-};
-use prochub::model::{NewProcess, NewWorkspace, ProcessPatch, Status};
+use prochub::client::{Client, ClientError, Delivery, Event, Follower, OutputEvent, ReconnectPolicy, WorkspaceClient};
+use prochub::model::{ListQuery, NewProcess, NewWorkspace, OutputRange, ProcessPatch, Status};
 use serde_json::json;
 
 use crate::helper::client::{DeadPort, Proxy, ServerProc, WAIT};
@@ -26,10 +23,10 @@ async fn collect(mut f: Follower) -> (String, Option<Status>) {
         let mut status = None;
         while let Some(ev) = f.next().await {
             match ev.expect("no stream error") {
-                FollowEvent::Chunk { content, .. } => text.push_str(&content),
-                FollowEvent::Status(s) => status = Some(s.status),
-                FollowEvent::Lagged { from, to } => panic!("lagged {from}..{to}"),
-                FollowEvent::Done => return (text, status),
+                OutputEvent::Chunk { content, .. } => text.push_str(&content),
+                OutputEvent::Status(s) => status = Some(s.status),
+                OutputEvent::Lagged { from, to } => panic!("lagged {from}..{to}"),
+                OutputEvent::Done => return (text, status),
             }
         }
         panic!("the stream ended without done")
@@ -98,7 +95,7 @@ async fn every_call_against_a_real_server() {
     }
     assert_eq!(c.get_process("job-1").await.unwrap().name, "first");
     let page = c
-        .list_processes(&ListParams {
+        .list_processes(&ListQuery {
             limit: Some(2),
             ..Default::default()
         })
@@ -108,7 +105,7 @@ async fn every_call_against_a_real_server() {
     assert!(page.next_cursor.is_some(), "a Link header announces the next page");
     let all = c
         .list_all(
-            &ListParams {
+            &ListQuery {
                 limit: Some(2),
                 ..Default::default()
             },
@@ -120,7 +117,7 @@ async fn every_call_against_a_real_server() {
     assert_eq!(all[0].name, "other 3", "newest first");
     let in_ws = c
         .list_all(
-            &ListParams {
+            &ListQuery {
                 workspace: Some("ws-a".into()),
                 ..Default::default()
             },
@@ -129,7 +126,7 @@ async fn every_call_against_a_real_server() {
         .await
         .unwrap();
     assert_eq!(in_ws.len(), 1);
-    assert_eq!(c.list_all(&ListParams::default(), Some(3)).await.unwrap().len(), 3);
+    assert_eq!(c.list_all(&ListQuery::default(), Some(3)).await.unwrap().len(), 3);
 
     // Output: append, read all / from / tail.
     assert_eq!(c.append_output("job-1", "hello ").await.unwrap(), 6);
@@ -154,7 +151,7 @@ async fn every_call_against_a_real_server() {
     assert_eq!(up.metadata["k"], "v");
     let done = c
         .list_all(
-            &ListParams {
+            &ListQuery {
                 status: Some(Status::Completed),
                 ..Default::default()
             },
@@ -274,7 +271,7 @@ async fn follow_across_forced_disconnects_sees_every_byte_once() {
             // Wait for everything so far, then break the connection.
             while text.len() < expected.len() {
                 match tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap() {
-                    FollowEvent::Chunk { content, .. } => text.push_str(&content),
+                    OutputEvent::Chunk { content, .. } => text.push_str(&content),
                     other => panic!("unexpected {other:?}"),
                 }
             }
@@ -288,10 +285,10 @@ async fn follow_across_forced_disconnects_sees_every_byte_once() {
     let mut status = None;
     loop {
         match tokio::time::timeout(WAIT, rx.recv()).await.unwrap().unwrap() {
-            FollowEvent::Chunk { content, .. } => text.push_str(&content),
-            FollowEvent::Status(s) => status = Some(s.status),
-            FollowEvent::Done => break,
-            FollowEvent::Lagged { .. } => panic!("nothing may be skipped"),
+            OutputEvent::Chunk { content, .. } => text.push_str(&content),
+            OutputEvent::Status(s) => status = Some(s.status),
+            OutputEvent::Done => break,
+            OutputEvent::Lagged { .. } => panic!("nothing may be skipped"),
         }
     }
     reader.await.unwrap();
@@ -322,7 +319,7 @@ async fn follow_across_a_server_restart_sees_every_byte_once() {
         .unwrap()
         .unwrap()
         .unwrap();
-    assert!(matches!(&first, FollowEvent::Chunk { content, .. } if content == "one\n"));
+    assert!(matches!(&first, OutputEvent::Chunk { content, .. } if content == "one\n"));
     let reader = tokio::spawn(collect(follower));
     c.append_output(&p.id, "two\n").await.unwrap();
 

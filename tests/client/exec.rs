@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use prochub::client::{Client, FollowEvent};
+use prochub::client::{Client, OutputEvent};
 use prochub::model::{NewProcess, Status, StreamKind};
 use prochub::runner::{CANCEL_GRACE, ORPHAN_ERROR, SHUTDOWN_ERROR};
 
@@ -21,7 +21,7 @@ async fn wait_end(c: &Client, id: &str) -> prochub::model::Process {
     let mut f = c.follow(id, Some(0));
     tokio::time::timeout(WAIT, async {
         while let Some(ev) = f.next().await {
-            if matches!(ev.unwrap(), FollowEvent::Done) {
+            if matches!(ev.unwrap(), OutputEvent::Done) {
                 break;
             }
         }
@@ -44,8 +44,8 @@ async fn multi_byte_characters_split_across_reads_arrive_intact() {
     tokio::time::timeout(WAIT, async {
         while let Some(ev) = f.next().await {
             match ev.unwrap() {
-                FollowEvent::Chunk { content, stream, .. } => chunks.push((content, stream)),
-                FollowEvent::Done => break,
+                OutputEvent::Chunk { content, stream, .. } => chunks.push((content, stream)),
+                OutputEvent::Done => break,
                 _ => {}
             }
         }
@@ -56,7 +56,7 @@ async fn multi_byte_characters_split_across_reads_arrive_intact() {
     assert_eq!(text, "😀 €\n");
     assert!(chunks.iter().all(|(c, _)| !c.contains('\u{FFFD}')), "{chunks:?}");
     assert_eq!(
-        c.read_output(&p.id, prochub::client::OutputRange::All).await.unwrap(),
+        c.read_output(&p.id, prochub::model::OutputRange::All).await.unwrap(),
         "😀 €\n"
     );
     let rec = c.get_process(&p.id).await.unwrap();
@@ -79,8 +79,8 @@ async fn live_chunks_say_which_pipe_they_came_from() {
     let mut seen = Vec::new();
     while let Some(ev) = tokio::time::timeout(WAIT, f.next()).await.unwrap() {
         match ev.unwrap() {
-            FollowEvent::Chunk { content, stream, .. } => seen.push((content, stream)),
-            FollowEvent::Done => break,
+            OutputEvent::Chunk { content, stream, .. } => seen.push((content, stream)),
+            OutputEvent::Done => break,
             _ => {}
         }
     }
@@ -105,7 +105,7 @@ async fn cancel_ends_a_sleep_within_the_grace_period() {
         .unwrap();
     let mut f = c.follow(&p.id, Some(0));
     let first = tokio::time::timeout(WAIT, f.next()).await.unwrap().unwrap().unwrap();
-    assert!(matches!(first, FollowEvent::Chunk { .. }), "{first:?}");
+    assert!(matches!(first, OutputEvent::Chunk { .. }), "{first:?}");
     let t0 = Instant::now();
     let rec = c.cancel(&p.id).await.unwrap();
     assert!(t0.elapsed() < CANCEL_GRACE, "took {:?}", t0.elapsed());
@@ -197,7 +197,7 @@ async fn commands_do_not_inherit_the_server_token() {
         .unwrap();
     wait_end(&c, &p.id).await;
     assert_eq!(
-        c.read_output(&p.id, prochub::client::OutputRange::All).await.unwrap(),
+        c.read_output(&p.id, prochub::model::OutputRange::All).await.unwrap(),
         "none yes\n"
     );
     server.stop().await;

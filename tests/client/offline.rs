@@ -1,7 +1,7 @@
 //! The editor layer: workspace identity and the offline queue.
 
-use prochub::client::{Client, Delivery, ListParams, OfflineQueue, QueuedOp, WorkspaceClient, WorkspaceIdentity};
-use prochub::model::{NewProcess, ProcessPatch, Status};
+use prochub::client::{Client, Delivery, OfflineQueue, QueuedOp, WorkspaceClient, WorkspaceIdentity};
+use prochub::model::{ListQuery, NewProcess, ProcessPatch, Status};
 
 use crate::helper::client::{DeadPort, Gate, Hold, ServerProc, WAIT};
 
@@ -104,7 +104,7 @@ async fn offline_requests_are_queued_on_disk_and_flushed_in_order_once() {
     let ws = wc.identity().id.clone();
     let listed = online
         .list_all(
-            &ListParams {
+            &ListQuery {
                 workspace: Some(ws.clone()),
                 ..Default::default()
             },
@@ -209,7 +209,7 @@ async fn a_flush_interrupted_and_repeated_creates_no_duplicates() {
     assert_eq!((report.sent, report.remaining), (left.len(), 0));
     assert!(wc.queued().is_empty());
     assert!(OfflineQueue::open(&queue).unwrap().is_empty());
-    let all = direct.list_all(&ListParams::default(), None).await.unwrap();
+    let all = direct.list_all(&ListQuery::default(), None).await.unwrap();
     assert_eq!(all.len(), 12, "no duplicates, none missing");
     let mut seen: Vec<&str> = all.iter().map(|p| p.id.as_str()).collect();
     seen.sort();
