@@ -28,7 +28,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async move {
         match cli.command {
-            Command::Serve(args) => prochub::cli::serve::serve_command(args).await,
+            Command::Serve(args) => prochub::cli::serve::serve(args).await,
             other => prochub::cli::commands::run(other).await,
         }
     });

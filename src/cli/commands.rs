@@ -5,12 +5,10 @@
 use std::io::Write;
 
 use anyhow::{Context, bail};
-use serde::Deserialize;
 
 use super::print::{self as output, StatusLine};
 use crate::cli::{ClientArgs, Command, EventsArgs, FollowArgs, IdArgs, LsArgs, PruneArgs, RunArgs, SubmitArgs};
-use crate::client::default_data_dir;
-use crate::client::{Client, DEFAULT_URL, Event, Follower, OutputEvent};
+use crate::client::{Client, Event, Follower, OutputEvent};
 use crate::model::{ListQuery, NewProcess, OutputRange, Status, StatusInfo, StreamKind};
 
 /// Lines of earlier output `follow` shows before going live (like `tail -f`).
@@ -38,32 +36,12 @@ pub async fn run(cmd: Command) -> anyhow::Result<u8> {
     }
 }
 
-/// `DIR/server.json` as the server writes it.
-#[derive(Deserialize)]
-struct ServerFile {
-    addr: String,
-}
-
 /// Where the server is: `--server` (or `PROCHUB_URL`), else the address in
 /// `DATA/server.json`, else the default address.
 pub fn resolve_url(args: &ClientArgs) -> anyhow::Result<String> {
-    if let Some(url) = &args.server {
-        return Ok(url.clone());
-    }
-    let dir = args
-        .data
-        .clone()
-        .or_else(default_data_dir)
-        .unwrap_or_else(|| std::path::PathBuf::from("prochub"));
-    let file = dir.join("server.json");
-    match std::fs::read(&file) {
-        Ok(bytes) => {
-            let s: ServerFile = serde_json::from_slice(&bytes)
-                .with_context(|| format!("reading the server address in {}", file.display()))?;
-            Ok(s.addr)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(DEFAULT_URL.to_owned()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", file.display())),
+    match &args.server {
+        Some(url) => Ok(url.clone()),
+        None => Ok(crate::client::server_url(args.data.as_deref())?),
     }
 }
 
@@ -408,6 +386,7 @@ async fn events(a: EventsArgs) -> anyhow::Result<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client::DEFAULT_URL;
 
     #[test]
     fn command_lines_are_quoted_for_display() {
@@ -464,7 +443,7 @@ mod tests {
         assert_eq!(resolve_url(&args(None)).unwrap(), DEFAULT_URL);
         std::fs::write(
             dir.path().join("server.json"),
-            r#"{"pid":1,"addr":"127.0.0.1:4567","started_at":"x"}"#,
+            r#"{"pid":1,"addr":"127.0.0.1:4567","started_at":"2026-01-01T00:00:00.000Z"}"#,
         )
         .unwrap();
         assert_eq!(resolve_url(&args(None)).unwrap(), "127.0.0.1:4567");

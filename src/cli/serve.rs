@@ -3,41 +3,34 @@
 //! and in `DIR/server.json`, and runs until SIGINT/SIGTERM.
 
 use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::ServeArgs;
+use crate::model::{SERVER_JSON, ServerInfo};
 use crate::server::{ServerConfig, run};
 use crate::store::{FileProcessStore, Retention, StoreConfig};
 
 /// How often `--max-age`/`--max-count` pruning runs.
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
-/// The file naming the running server, in the data folder.
-pub const SERVER_JSON: &str = "server.json";
 
-/// The data folder: `--data`, else `$XDG_DATA_HOME/prochub`.
-pub fn data_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
-    match arg {
-        Some(d) => Ok(d),
-        None => Ok(dirs::data_dir()
-            .context("cannot find the user's data folder; pass --data DIR")?
-            .join("prochub")),
-    }
-}
-
-pub async fn serve_command(args: ServeArgs) -> anyhow::Result<u8> {
+pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     // Regression: an empty token (`--token ""`, or `PROCHUB_TOKEN=` from a
     // variable that was never set) turned auth on with an empty secret
     // that `?access_token=` matched: protection in name only.
     if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         anyhow::bail!("--token (PROCHUB_TOKEN) is empty: give a real token, or leave it unset to run without one");
     }
-    let dir = data_dir(args.data.clone())?;
+    // `--data`, else the one default the client looks in too.
+    let dir = args
+        .data
+        .clone()
+        .or_else(crate::client::default_data_dir)
+        .context("cannot find the user's data folder; pass --data DIR")?;
     let store = FileProcessStore::open(
         &dir,
         StoreConfig {
@@ -108,40 +101,24 @@ async fn cancel_on_signal(token: CancellationToken) {
     token.cancel();
 }
 
-/// Writes `DIR/server.json` `{pid, addr, started_at}` atomically (temp
-/// file, fsync, rename), so a client never reads half of it.
+/// Writes `DIR/server.json` `{pid, addr, started_at}` with the one durable
+/// write, so a client never reads half of it.
 async fn write_server_json(dir: &Path, addr: &str) -> anyhow::Result<()> {
-    let info = json!({
-        "pid": std::process::id(),
-        "addr": addr,
-        "started_at": crate::model::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-    });
-    let dir = dir.to_owned();
-    tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
-        let mut tmp = tempfile::Builder::new()
-            .prefix(".server.json.")
-            .tempfile_in(&dir)
-            .with_context(|| format!("creating a temp file in {}", dir.display()))?;
-        serde_json::to_writer_pretty(&mut tmp, &info)?;
-        tmp.write_all(b"\n")?;
-        tmp.as_file().sync_all()?;
-        tmp.persist(dir.join(SERVER_JSON))
-            .with_context(|| format!("writing {}", dir.join(SERVER_JSON).display()))?;
-        Ok(())
-    })
-    .await
-    .context("writing server.json")?
+    let mut bytes = serde_json::to_vec_pretty(&ServerInfo::current(addr.to_owned())).expect("ServerInfo serialises");
+    bytes.push(b'\n');
+    let path = dir.join(SERVER_JSON);
+    tokio::task::spawn_blocking(move || crate::durable::write(&path, &bytes, None))
+        .await
+        .context("writing server.json")??;
+    Ok(())
 }
 
 /// Removes `server.json` if it still names this process.
 async fn remove_server_json(dir: &Path) {
-    let path = dir.join(SERVER_JSON);
+    let dir = dir.to_owned();
     let _ = tokio::task::spawn_blocking(move || {
-        let ours = std::fs::read_to_string(&path)
-            .ok()
-            .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-            .and_then(|v| v.get("pid").and_then(|p| p.as_u64()))
-            == Some(u64::from(std::process::id()));
+        let ours = matches!(crate::client::read_server_info(&dir), Ok(Some(info)) if info.pid == std::process::id());
+        let path = dir.join(SERVER_JSON);
         if ours && let Err(e) = std::fs::remove_file(&path) {
             tracing::warn!(%e, path = %path.display(), "could not remove server.json");
         }
