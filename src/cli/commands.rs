@@ -3,6 +3,7 @@
 //! travel up as `anyhow` to `main`, which prints them.
 
 use std::io::Write;
+use std::str::FromStr;
 
 use anyhow::{Context, bail};
 
@@ -153,12 +154,18 @@ fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
         }) => u8::try_from(*code).unwrap_or(1),
         Some(s) if s.status == Status::Completed => 0,
         Some(s) if s.status == Status::Cancelled => EXIT_INTERRUPTED,
-        Some(StatusInfo { error: Some(e), .. }) => match crate::runner::killed_by_signal(e) {
-            Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
-            None => 1,
-        },
+        Some(StatusInfo {
+            exit_signal: Some(name),
+            ..
+        }) => signal_exit_code(name).unwrap_or(1),
         _ => 1,
     }
+}
+
+/// 128 + the number of the signal named in `exit_signal` (`"SIGKILL"`).
+fn signal_exit_code(name: &str) -> Option<u8> {
+    let signal = nix::sys::signal::Signal::from_str(name).ok()?;
+    u8::try_from(128 + signal as i32).ok()
 }
 
 /// How a followed stream ended.
@@ -422,11 +429,12 @@ mod tests {
             result: serde_json::Value::Null,
             error: Some("killed by signal 9 (SIGKILL)".into()),
             exit_code: None,
-            exit_signal: None,
+            exit_signal: Some("SIGKILL".into()),
         };
         assert_eq!(exit_code_of(Some(&killed)), 137);
         let not_started = StatusInfo {
             error: Some("cannot start \"x\": command not found".into()),
+            exit_signal: None,
             ..killed
         };
         assert_eq!(exit_code_of(Some(&not_started)), 1);

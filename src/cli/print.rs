@@ -140,19 +140,21 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
     out
 }
 
-/// The one-line summary printed when a followed process ends (terminal only).
+/// The one-line summary printed when a followed process ends (terminal
+/// only): status, duration, and how it ended: its exit code, the signal
+/// that killed it, or else its `error` (a command that never started, a
+/// failure a client reported). The runner's `error` only restates the code
+/// or the signal, so it is left out when one of those fields says it.
 pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
     let mut s = format!("{}", info.status);
     if let Some(d) = &info.duration {
         s.push_str(&format!(" in {d}"));
     }
-    if let Some(code) = info.exit_code {
-        s.push_str(&format!(" (exit code {code})"));
-    }
-    if let Some(e) = &info.error
-        && info.exit_code.is_none_or(|c| e != &format!("exited with code {c}"))
-    {
-        s.push_str(&format!(": {e}"));
+    match (info.exit_code, &info.exit_signal, &info.error) {
+        (Some(code), _, _) => s.push_str(&format!(" (exit code {code})")),
+        (None, Some(signal), _) => s.push_str(&format!(" (killed by {signal})")),
+        (None, None, Some(e)) => s.push_str(&format!(": {e}")),
+        (None, None, None) => {}
     }
     paint(&format!("● {s}"), info.status, color)
 }
@@ -238,6 +240,7 @@ impl StatusLine {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::StatusInfo;
     use chrono::Duration;
 
     fn proc(id: &str, name: &str, status: Status, created: Timestamp) -> Process {
@@ -314,6 +317,28 @@ mod tests {
         let plain = end_summary(&info, true, false).unwrap();
         assert_eq!(plain, "● failed in 1s (exit code 3)");
         assert!(end_summary(&info, true, true).unwrap().contains("\x1b[31m"));
+    }
+
+    /// How a command ended comes from the record's fields; the runner's
+    /// `error` text is not parsed.
+    #[test]
+    fn the_summary_names_the_signal_that_killed_the_command() {
+        let killed = StatusInfo {
+            status: Status::Failed,
+            duration: Some("2s".into()),
+            duration_ms: Some(2000),
+            result: serde_json::Value::Null,
+            error: Some("killed by signal 9 (SIGKILL)".into()),
+            exit_code: None,
+            exit_signal: Some("SIGKILL".into()),
+        };
+        assert_eq!(summary(&killed, false), "● failed in 2s (killed by SIGKILL)");
+        let reported = StatusInfo {
+            error: Some("tests failed".into()),
+            exit_signal: None,
+            ..killed
+        };
+        assert_eq!(summary(&reported, false), "● failed in 2s: tests failed");
     }
 
     #[test]
