@@ -1,5 +1,5 @@
 //! The `prochub` binary: parses the command line, sets up logging, and
-//! dispatches to the server (`serve`) or the client side (everything else).
+//! hands the command to [`prochub::cli`].
 
 use std::process::ExitCode;
 
@@ -26,13 +26,7 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    let result = runtime.block_on(async move {
-        match cli.command {
-            Command::Serve(args) => prochub::cli::serve::serve(args).await,
-            other => prochub::cli::commands::run(other).await,
-        }
-    });
-    match result {
+    match runtime.block_on(prochub::cli::dispatch(cli.command)) {
         Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("prochub: {e:#}");

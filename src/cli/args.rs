@@ -1,5 +1,5 @@
 //! Command-line definitions (clap derive). `main.rs` parses these and hands
-//! `serve` to the server and every other command to the client side.
+//! the [`Command`] to [`super::dispatch`].
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -1,4 +1,5 @@
-//! How the CLI prints: the `ls` table, ages and durations, colours, and
+//! How the CLI prints: writing to stdout/stderr with a closed pipe in
+//! mind, the `ls` table, ages and durations, colours, the end summary and
 //! the live status line. Colour and the status line are used only when
 //! stdout is a terminal; piped output stays plain and parseable.
 
@@ -7,7 +8,7 @@ use std::time::Instant;
 
 use unicode_width::{UnicodeWidthChar, UnicodeWidthStr};
 
-use crate::model::{Process, Status, Timestamp};
+use crate::model::{Process, Status, StatusInfo, StreamKind, Timestamp};
 
 /// Widest name shown in the `ls` table, in terminal columns (longer ones
 /// end with `…`).
@@ -22,6 +23,31 @@ pub fn stdout_is_terminal() -> bool {
 /// goes there, and stderr may be redirected while stdout is not).
 pub fn stderr_is_terminal() -> bool {
     std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+}
+
+/// Writes to stdout, tolerating a closed pipe (`prochub ls | head`).
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => other,
+    }
+}
+
+/// Writes a chunk to stdout, or stderr for stderr chunks. False when
+/// stdout's reader is gone (a closed stderr is ignored).
+pub fn write_chunk(content: &str, stream: Option<StreamKind>) -> std::io::Result<bool> {
+    let result = if stream == Some(StreamKind::Stderr) {
+        let mut err = std::io::stderr().lock();
+        err.write_all(content.as_bytes()).and_then(|_| err.flush())
+    } else {
+        let mut out = std::io::stdout().lock();
+        out.write_all(content.as_bytes()).and_then(|_| out.flush())
+    };
+    match result {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(stream == Some(StreamKind::Stderr)),
+        other => other.map(|()| true),
+    }
 }
 
 /// ANSI colour of a status.
@@ -145,7 +171,7 @@ pub fn process_table(processes: &[Process], now: Timestamp, color: bool) -> Stri
 /// that killed it, or else its `error` (a command that never started, a
 /// failure a client reported). The runner's `error` only restates the code
 /// or the signal, so it is left out when one of those fields says it.
-pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
+pub fn summary(info: &StatusInfo, color: bool) -> String {
     let mut s = format!("{}", info.status);
     if let Some(d) = &info.duration {
         s.push_str(&format!(" in {d}"));
@@ -165,7 +191,7 @@ pub fn summary(info: &crate::model::StatusInfo, color: bool) -> String {
 /// stderr gets a line only when the command did not exit by itself with a
 /// code (it never started, or a signal killed it): else nothing would say
 /// why `run` failed.
-pub fn end_summary(info: &crate::model::StatusInfo, stdout_tty: bool, stderr_tty: bool) -> Option<String> {
+pub fn end_summary(info: &StatusInfo, stdout_tty: bool, stderr_tty: bool) -> Option<String> {
     if stdout_tty {
         return Some(summary(info, stderr_tty));
     }
@@ -240,7 +266,6 @@ impl StatusLine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::StatusInfo;
     use chrono::Duration;
 
     fn proc(id: &str, name: &str, status: Status, created: Timestamp) -> Process {
@@ -294,7 +319,7 @@ mod tests {
     /// terminal, so `prochub run … 2>log` wrote ANSI codes into the log.
     #[test]
     fn the_end_summary_has_no_colour_when_stderr_is_redirected() {
-        let info = crate::model::StatusInfo {
+        let info = StatusInfo {
             status: Status::Failed,
             duration: Some("1s".into()),
             duration_ms: Some(1000),
@@ -305,7 +330,7 @@ mod tests {
         };
         assert_eq!(end_summary(&info, false, true), None, "piped: nothing but the output");
         // Regression: piped, a command that never started failed silently.
-        let not_started = crate::model::StatusInfo {
+        let not_started = StatusInfo {
             error: Some("cannot start \"x\": command not found".into()),
             exit_code: None,
             ..info.clone()
