@@ -8,7 +8,7 @@ use prochub::model::{NewProcess, Process, ProcessPatch, Status, StatusInfo, Stre
 use prochub::runner::{ORPHAN_ERROR, Runner, SHUTDOWN_ERROR};
 use prochub::store::{FileProcessStore, Follow, FollowEvent, StoreError};
 
-use crate::helper::temp_store;
+use crate::helper::{temp_store, wait_until};
 
 /// Upper bound of any wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
@@ -49,6 +49,18 @@ async fn run(store: &Arc<FileProcessStore>, runner: &Arc<Runner>, argv: &[&str])
     let follow = store.subscribe(&p.id, None).expect("subscribe");
     runner.start(&p, None, BTreeMap::new()).expect("start");
     (p, follow)
+}
+
+/// The command's first output, once it comes: the command really runs
+/// (and has set up what it prints after, e.g. a trap).
+async fn first_output(follow: &mut Follow) -> String {
+    match tokio::time::timeout(WAIT, follow.next())
+        .await
+        .expect("the command prints in time")
+    {
+        Some(FollowEvent::Chunk(c)) => c.content.clone(),
+        other => panic!("the command prints before anything else happens: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -140,11 +152,8 @@ async fn cancel_ends_a_sleep_within_the_grace_period() {
     let grace = Duration::from_secs(3);
     let runner = Runner::new(store.clone(), grace);
     // A pipeline, so the group kill must reach the shell's child too.
-    let (p, follow) = run(&store, &runner, &["sh", "-c", "echo started; sleep 30; echo never"]).await;
-    let mut follow = follow;
-    // Wait for the first output: the command is really running.
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo started; sleep 30; echo never"]).await;
+    first_output(&mut follow).await;
     let t0 = Instant::now();
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     assert!(t0.elapsed() < grace, "took {:?}", t0.elapsed());
@@ -160,8 +169,7 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     let grace = Duration::from_millis(300);
     let runner = Runner::new(store.clone(), grace);
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", "trap '' TERM; echo ready; sleep 30"]).await;
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    first_output(&mut follow).await;
     let t0 = Instant::now();
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     let took = t0.elapsed();
@@ -218,8 +226,7 @@ async fn shutdown_terminates_and_records_running_commands() {
     let (a, mut fa) = run(&store, &runner, &["sh", "-c", "echo a; sleep 30"]).await;
     let (b, mut fb) = run(&store, &runner, &["sh", "-c", "echo b; sleep 30"]).await;
     for f in [&mut fa, &mut fb] {
-        let first = tokio::time::timeout(WAIT, f.next()).await.unwrap();
-        assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+        first_output(f).await;
     }
     tokio::time::timeout(WAIT, runner.shutdown()).await.unwrap();
     for id in [&a.id, &b.id] {
@@ -239,17 +246,10 @@ async fn deleting_the_record_stops_a_silent_command() {
     let (_dir, store) = temp_store().await;
     let runner = Runner::new(store.clone(), Duration::from_secs(2));
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    first_output(&mut follow).await;
     store.delete_process(&p.id).await.unwrap();
     // The command is stopped and forgotten well before its 30 s.
-    tokio::time::timeout(WAIT, async {
-        while runner.running() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the command stops");
+    wait_until("the command stops", WAIT, async || runner.running() == 0).await;
 }
 
 #[tokio::test]
@@ -298,22 +298,15 @@ async fn cancel_kills_group_members_that_outlive_their_leader() {
     // once it ignores SIGTERM, so the cancel cannot come before the trap.
     let script = "(trap '' TERM; echo $$; exec sleep 30 >/dev/null 2>&1) & wait";
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", script]).await;
-    let Some(FollowEvent::Chunk(first)) = tokio::time::timeout(WAIT, follow.next()).await.unwrap() else {
-        panic!("the command prints its pid first")
-    };
-    let pgid: u32 = first.content.trim().parse().unwrap();
+    let pgid: u32 = first_output(&mut follow).await.trim().parse().unwrap();
     assert!(!live_group_members(pgid).is_empty());
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     assert_eq!(rec.status, Status::Cancelled);
     // SIGKILL is delivered at once, but the kernel may take a moment to
     // turn the process into a zombie.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !live_group_members(pgid).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        live_group_members(pgid),
-        Vec::<String>::new(),
-        "nothing of the command runs on"
-    );
+    let what = format!("nothing of process group {pgid} runs on");
+    wait_until(&what, Duration::from_secs(2), async || {
+        live_group_members(pgid).is_empty()
+    })
+    .await;
 }
