@@ -9,8 +9,9 @@
 //! split across chunks) and appends them to the store tagged
 //! `stdout`/`stderr`. When the child ends, the supervisor waits for both
 //! pumps (bounded: a background grandchild may keep a pipe open), then
-//! writes the final record. Output therefore always lands before the
-//! terminal status, which would refuse it.
+//! writes the final record: `exit_code`, or `exit_signal` when a signal
+//! killed the command, and an `error` for people. Output therefore always
+//! lands before the terminal status, which would refuse it.
 //!
 //! Cancel and shutdown never touch the child directly: they record *why* it must stop and wake the supervisor, which
 //! owns the child and does the SIGTERM → grace → SIGKILL dance, so there is

@@ -2,8 +2,8 @@
 //! record. It waits for the child to exit or for a request to stop it
 //! (cancel, shutdown, the record deleted), terminates the process group
 //! when asked (SIGTERM, the grace period, SIGKILL), lets the pumps drain,
-//! then writes the terminal record: how the command ended (`exit_code`)
-//! and, for people, an `error`.
+//! then writes the terminal record: how the command ended as fields
+//! (`exit_code`, `exit_signal`) and, for people, an `error`.
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
@@ -174,8 +174,8 @@ impl Runner {
                 ..ended
             },
         };
-        let code = status.code();
-        tracing::info!(id = %id, ?code, signal = status.signal(), ?reason, "command ended");
+        let (code, signal) = (status.code(), patch.exit_signal.as_deref());
+        tracing::info!(id = %id, ?code, ?signal, ?reason, "command ended");
         self.finish_record(id, patch).await
     }
 
@@ -187,6 +187,7 @@ impl Runner {
                 // status, still record how the command exited.
                 let patch = ProcessPatch {
                     exit_code: patch.exit_code,
+                    exit_signal: patch.exit_signal,
                     ..Default::default()
                 };
                 self.store.update_process(id, patch).await.ok()
@@ -201,10 +202,13 @@ impl Runner {
 }
 
 /// How a command ended, as the record's fields: `exit_code` when it exited
-/// by itself.
+/// by itself, `exit_signal` when a signal killed it. A signal without a
+/// name (a real-time one) leaves `exit_signal` unset; `error` still gives
+/// its number.
 fn exit_fields(status: ExitStatus) -> ProcessPatch {
     ProcessPatch {
         exit_code: Some(status.code()),
+        exit_signal: status.signal().and_then(signal::name).map(str::to_owned),
         ..Default::default()
     }
 }
@@ -267,5 +271,16 @@ mod tests {
             describe_failure(ExitStatus::from_raw(Signal::SIGKILL as i32)).as_deref(),
             Some("killed by signal 9 (SIGKILL)")
         );
+    }
+
+    #[test]
+    fn the_signal_is_a_field_of_its_own() {
+        let killed = exit_fields(ExitStatus::from_raw(Signal::SIGTERM as i32));
+        assert_eq!(
+            (killed.exit_code, killed.exit_signal.as_deref()),
+            (Some(None), Some("SIGTERM"))
+        );
+        let exited = exit_fields(ExitStatus::from_raw(3 << 8));
+        assert_eq!((exited.exit_code, exited.exit_signal), (Some(Some(3)), None));
     }
 }

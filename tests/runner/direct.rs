@@ -177,6 +177,42 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     assert_eq!(rec.status, Status::Cancelled);
 }
 
+/// A fact is a field: the signal that killed a command is its record's
+/// `exit_signal`, not something to parse out of the `error` text.
+#[tokio::test]
+async fn a_command_killed_by_a_signal_names_it_in_exit_signal() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    for (number, name) in [(9, "SIGKILL"), (15, "SIGTERM")] {
+        let (p, follow) = run(&store, &runner, &["sh", "-c", &format!("kill -{number} $$")]).await;
+        let (_, status) = drain(follow).await;
+        assert_eq!(status.status, Status::Failed);
+        assert_eq!(status.exit_signal.as_deref(), Some(name));
+        let rec = store.get_process(&p.id).unwrap();
+        assert_eq!((rec.exit_code, rec.exit_signal.as_deref()), (None, Some(name)));
+        // The text for people stays as it was.
+        assert_eq!(
+            rec.error.as_deref(),
+            Some(format!("killed by signal {number} ({name})").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_command_records_the_signal_that_ended_it() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_millis(300));
+    let obeys = ["sh", "-c", "echo up; sleep 30"];
+    let ignores = ["sh", "-c", "trap '' TERM; echo up; sleep 30"];
+    for (argv, name) in [(obeys, "SIGTERM"), (ignores, "SIGKILL")] {
+        let (p, mut follow) = run(&store, &runner, &argv).await;
+        first_output(&mut follow).await;
+        let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
+        assert_eq!(rec.status, Status::Cancelled);
+        assert_eq!(rec.exit_signal.as_deref(), Some(name), "{argv:?}");
+    }
+}
+
 #[tokio::test]
 async fn cancel_without_a_command_marks_cancelled_and_a_finished_one_conflicts() {
     let (_dir, store) = temp_store().await;

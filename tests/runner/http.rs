@@ -145,6 +145,17 @@ async fn a_missing_command_gives_a_failed_record_with_a_clear_error() {
 }
 
 #[tokio::test]
+async fn a_command_killed_by_a_signal_has_exit_signal_on_its_record() {
+    let (_data, server, c) = serve().await;
+    let p = c.create_process(&command(&["sh", "-c", "kill -9 $$"])).await.unwrap();
+    let rec = wait_end(&c, &p.id).await;
+    assert_eq!(rec.status, Status::Failed);
+    assert_eq!((rec.exit_code, rec.exit_signal.as_deref()), (None, Some("SIGKILL")));
+    assert_eq!(rec.error.as_deref(), Some("killed by signal 9 (SIGKILL)"));
+    server.stop().await;
+}
+
+#[tokio::test]
 async fn graceful_shutdown_records_running_commands_and_a_crash_leaves_orphans_marked() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start(data.path()).await;
