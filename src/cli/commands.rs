@@ -172,9 +172,12 @@ fn exit_code_of(status: Option<&StatusInfo>) -> u8 {
         }) => u8::try_from(*code).unwrap_or(1),
         Some(s) if s.status == Status::Completed => 0,
         Some(s) if s.status == Status::Cancelled => EXIT_INTERRUPTED,
-        Some(StatusInfo { error: Some(e), .. }) => match crate::runner::killed_by_signal(e) {
-            Some(sig) => u8::try_from(128 + sig).unwrap_or(1),
-            None => 1,
+        Some(StatusInfo {
+            exit_signal: Some(name),
+            ..
+        }) => match name.parse::<nix::sys::signal::Signal>() {
+            Ok(sig) => u8::try_from(128 + sig as i32).unwrap_or(1),
+            Err(_) => 1,
         },
         _ => 1,
     }
@@ -440,11 +443,12 @@ mod tests {
             result: serde_json::Value::Null,
             error: Some("killed by signal 9 (SIGKILL)".into()),
             exit_code: None,
-            exit_signal: None,
+            exit_signal: Some("SIGKILL".into()),
         };
         assert_eq!(exit_code_of(Some(&killed)), 137);
         let not_started = StatusInfo {
             error: Some("cannot start \"x\": command not found".into()),
+            exit_signal: None,
             ..killed
         };
         assert_eq!(exit_code_of(Some(&not_started)), 1);

@@ -316,24 +316,3 @@ fn spawn(argv: &[String], cwd: Option<&str>, env: &BTreeMap<String, String>) -> 
         _ => format!("cannot start {program:?}: {e}"),
     })
 }
-
-/// The signal that killed a command, read back from the `error` the
-/// supervisor wrote (the record has no field of its own for it;
-/// `prochub run` exits with 128 + it, as a shell would).
-pub fn killed_by_signal(error: &str) -> Option<i32> {
-    let rest = error.strip_prefix("killed by signal ")?;
-    let digits = rest.split(|c: char| !c.is_ascii_digit()).next()?;
-    digits.parse().ok().filter(|s| (1..128).contains(s))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn the_signal_is_read_back_from_the_error() {
-        assert_eq!(killed_by_signal("killed by signal 15 (SIGTERM)"), Some(15));
-        assert_eq!(killed_by_signal("exited with code 3"), None);
-        assert_eq!(killed_by_signal("killed by signal x"), None);
-    }
-}
