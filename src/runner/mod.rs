@@ -13,13 +13,14 @@
 //! killed the command, and an `error` for people. Output therefore always
 //! lands before the terminal status, which would refuse it.
 //!
-//! Cancel and shutdown never touch the child directly: they record *why* it must stop and wake the supervisor, which
+//! Cancel, a PATCH to `cancelled` and shutdown never touch the child
+//! directly: they record *why* it must stop and wake the supervisor, which
 //! owns the child and does the SIGTERM → grace → SIGKILL dance, so there is
 //! one place that reaps it and one place that writes its end.
 //!
 //! # Files
-//! * `mod.rs`: the [`Runner`]: start, cancel, orphans of a previous
-//!   server, shutdown.
+//! * `mod.rs`: the [`Runner`]: start (and recording a start that failed),
+//!   cancel, PATCH to `cancelled`, orphans of a previous server, shutdown.
 //! * `supervise.rs`: one command's supervisor: waiting, terminating,
 //!   recording the end.
 //! * `pump.rs`: a pipe into the store as chunks of whole characters.
@@ -60,6 +61,8 @@ pub const ORPHAN_ERROR: &str =
 /// The `error` of a command stopped by a graceful server shutdown.
 pub const SHUTDOWN_ERROR: &str = "the server shut down while this command was running";
 
+/// Why the runner refused a command. Either way the record already says
+/// so: it ended `failed` with this as its `error`.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerError {
     /// The runner is shutting down and starts nothing new.
@@ -83,8 +86,9 @@ pub struct Runner {
     grace: Duration,
     /// Commands running now, by process id. `start` inserts, the command's
     /// supervisor removes once the final record is written; `cancel`,
-    /// `shutdown` and `recover_orphans` look entries up. std Mutex: held
-    /// only to insert, remove or clone an entry, never across an `.await`.
+    /// `update_process`, `shutdown` and `recover_orphans` look entries up.
+    /// std Mutex: held only to insert, remove or clone an entry, never
+    /// across an `.await`.
     children: Mutex<HashMap<Id, Arc<Tracked>>>,
     /// Set by `shutdown`: `start` refuses new commands from then on.
     shutting_down: AtomicBool,
@@ -114,20 +118,33 @@ impl Runner {
     }
 
     /// Spawns `process.command` (already stored, status running) without
-    /// waiting for it. A spawn failure ends the record `failed` with the
-    /// error; it is not returned as an HTTP error.
-    pub fn start(
+    /// waiting for it to end. Every way it can fail to start is recorded
+    /// here, once: the record ends `failed` with the reason in `error`.
+    ///
+    /// `Ok` once the command runs, and also when it could not be spawned (a
+    /// missing program is that command's failure, like a non-zero exit).
+    /// `Err` when the runner refused it (no command, shutting down): the
+    /// caller's copy of the record is then out of date.
+    pub async fn start(
         self: &Arc<Self>,
         process: &Process,
         cwd: Option<String>,
         env: BTreeMap<String, String>,
     ) -> Result<(), RunnerError> {
-        if let Started::NotSpawned(message) = self.try_start(process, cwd.as_deref(), &env)? {
-            tracing::info!(id = %process.id, command = ?process.command, %message, "command could not start");
-            let (runner, id) = (self.clone(), process.id.clone());
-            tokio::spawn(async move { runner.record_failed_start(&id, message).await });
+        let id = &process.id;
+        match self.try_start(process, cwd.as_deref(), &env) {
+            Ok(Started::Running) => Ok(()),
+            Ok(Started::NotSpawned(message)) => {
+                tracing::info!(id = %id, command = ?process.command, %message, "command could not start");
+                self.record_failed_start(id, message).await;
+                Ok(())
+            }
+            Err(refused) => {
+                tracing::warn!(err = %refused, id = %id, "command refused");
+                self.record_failed_start(id, refused.to_string()).await;
+                Err(refused)
+            }
         }
-        Ok(())
     }
 
     /// Spawns the command and hands it to its supervisor.
@@ -183,6 +200,37 @@ impl Runner {
         if let Err(err) = self.store.update_process(id, patch).await {
             tracing::warn!(%err, id = %id, "recording a failed start");
         }
+    }
+
+    /// Applies a merge patch (`PATCH /api/processes/:id`). A patch that
+    /// moves a running server-run command to `cancelled` stops the command
+    /// as [`Runner::cancel`] does and returns the record its supervisor
+    /// wrote. Regression: it only marked the record, and the command ran
+    /// on with its output going nowhere.
+    ///
+    /// The patch's other fields are written first, in a write of their
+    /// own, before anything is stopped: the store validates them there, so
+    /// a bad patch is refused and stops nothing, and the terminal status
+    /// still comes after the command's last output. A patch of `status`
+    /// alone makes one write, the supervisor's.
+    pub async fn update_process(self: &Arc<Self>, id: &Id, patch: ProcessPatch) -> Result<Process, StoreError> {
+        let Some(tracked) = self.stopped_by(id, &patch)? else {
+            return self.store.update_process(id, patch).await;
+        };
+        let rest = ProcessPatch { status: None, ..patch };
+        if rest != ProcessPatch::default() {
+            self.store.update_process(id, rest).await?;
+        }
+        self.stop(id, &tracked).await
+    }
+
+    /// The command `patch` stops: one this server runs, whose record is
+    /// still `running`, and the patch moves it to `cancelled`.
+    fn stopped_by(&self, id: &Id, patch: &ProcessPatch) -> Result<Option<Arc<Tracked>>, StoreError> {
+        if patch.status != Some(Status::Cancelled) || self.store.get_process(id)?.status != Status::Running {
+            return Ok(None);
+        }
+        Ok(self.tracked(id))
     }
 
     /// Cancels a process: a server-run command gets SIGTERM, then SIGKILL

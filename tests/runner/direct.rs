@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use prochub::model::{NewProcess, Process, ProcessPatch, Status, StatusInfo, StreamKind};
 use prochub::runner::{ORPHAN_ERROR, Runner, SHUTDOWN_ERROR};
 use prochub::store::{FileProcessStore, Follow, FollowEvent, StoreError};
+use serde_json::json;
 
 use crate::helper::{temp_store, wait_until};
 
@@ -47,7 +48,7 @@ async fn drain(mut follow: Follow) -> (Vec<(Option<StreamKind>, String)>, Status
 async fn run(store: &Arc<FileProcessStore>, runner: &Arc<Runner>, argv: &[&str]) -> (Process, Follow) {
     let p = create(store, argv).await;
     let follow = store.subscribe(&p.id, None).expect("subscribe");
-    runner.start(&p, None, BTreeMap::new()).expect("start");
+    runner.start(&p, None, BTreeMap::new()).await.expect("start");
     (p, follow)
 }
 
@@ -94,7 +95,7 @@ async fn exit_zero_completes_with_env_and_cwd() {
     let follow = store.subscribe(&p.id, Some(0)).unwrap();
     let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
     let cwd = dir.path().canonicalize().unwrap().display().to_string();
-    runner.start(&p, Some(cwd.clone()), env).unwrap();
+    runner.start(&p, Some(cwd.clone()), env).await.unwrap();
     let (chunks, status) = drain(follow).await;
     let out: String = chunks.into_iter().map(|(_, c)| c).collect();
     assert_eq!(out, format!("hello\n{cwd}\n"));
@@ -139,7 +140,7 @@ async fn a_missing_working_directory_fails_with_a_clear_error() {
     let p = create(&store, &["true"]).await;
     let follow = store.subscribe(&p.id, Some(0)).unwrap();
     let cwd = dir.path().join("nope").display().to_string();
-    runner.start(&p, Some(cwd), BTreeMap::new()).unwrap();
+    runner.start(&p, Some(cwd), BTreeMap::new()).await.unwrap();
     let (_, status) = drain(follow).await;
     assert_eq!(status.status, Status::Failed);
     let err = store.get_process(&p.id).unwrap().error.unwrap();
@@ -213,6 +214,39 @@ async fn a_cancelled_command_records_the_signal_that_ended_it() {
     }
 }
 
+/// `PATCH {"status": "cancelled", …}` goes through the runner: the command
+/// stops, the patch's other fields are kept, and a bad patch stops nothing.
+#[tokio::test]
+async fn a_patch_to_cancelled_stops_the_command_and_keeps_the_other_fields() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
+    first_output(&mut follow).await;
+    let cancel_with = |metadata| ProcessPatch {
+        status: Some(Status::Cancelled),
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    let bad = runner
+        .update_process(&p.id, cancel_with(json!(["not", "an object"])))
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
+    assert_eq!(runner.running(), 1, "a refused patch stops nothing");
+    assert_eq!(store.get_process(&p.id).unwrap().status, Status::Running);
+    let patched = runner.update_process(&p.id, cancel_with(json!({"why": "user"})));
+    let rec = tokio::time::timeout(WAIT, patched).await.unwrap().unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+    assert_eq!(rec.metadata["why"], "user");
+    assert_eq!(rec.exit_signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(runner.running(), 0);
+    let (_, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Cancelled);
+    // Without a command of its own, a patch is just a patch.
+    let pushed = store.create_process(crate::helper::new_proc("pushed")).await.unwrap();
+    let rec = runner.update_process(&pushed.id, cancel_with(json!({}))).await.unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+}
+
 #[tokio::test]
 async fn cancel_without_a_command_marks_cancelled_and_a_finished_one_conflicts() {
     let (_dir, store) = temp_store().await;
@@ -271,10 +305,11 @@ async fn shutdown_terminates_and_records_running_commands() {
         assert_eq!(rec.error.as_deref(), Some(SHUTDOWN_ERROR));
     }
     let late = create(&store, &["true"]).await;
-    assert!(runner.start(&late, None, BTreeMap::new()).is_err());
-    let _ = store
-        .update_process(&late.id, ProcessPatch::status(Status::Cancelled))
-        .await;
+    assert!(runner.start(&late, None, BTreeMap::new()).await.is_err());
+    // The refusal is on the record, written by the runner itself.
+    let rec = store.get_process(&late.id).unwrap();
+    assert_eq!(rec.status, Status::Failed);
+    assert!(rec.error.as_deref().unwrap().contains("shutting down"), "{rec:?}");
 }
 
 #[tokio::test]
