@@ -3,5 +3,6 @@
 
 mod client;
 mod helper;
+mod runner;
 mod server;
 mod store;

@@ -56,10 +56,8 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     n.checked_mul(mult).ok_or_else(|| format!("{s:?} is too large"))
 }
 
-/// Parses a humantime duration (`15s`, `7d`, `2m 34s`; `M` is months).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 15s, 7d): {e}"))
-}
+/// Durations in flags read as they do in queries (one parser, in the model).
+pub use crate::model::parse_duration;
 
 /// `prochub serve` flags; each is also read from `PROCHUB_<FLAG>`.
 #[derive(Debug, Clone, Args)]

@@ -100,6 +100,7 @@ impl Known {
             result: desired.result.filter(|v| !same_result(v)),
             error: desired.error.filter(|e| *e != known.error),
             exit_code: desired.exit_code.filter(|c| *c != known.exit_code),
+            exit_signal: None, // server-set, never in a client's patch
             metadata: desired.metadata.and_then(|m| match m {
                 Value::Object(m) => {
                     let changed: Map<String, Value> = m
@@ -383,6 +384,7 @@ mod tests {
             error: Some(None),
             metadata: Some(serde_json::json!({"a": 1, "b": 3, "c": null})),
             exit_code: None,
+            exit_signal: None,
         };
         let diff = k.diff(desired);
         assert_eq!(

@@ -80,6 +80,12 @@ pub struct ProcessPatch {
     pub metadata: Option<Value>,
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<Option<i32>>,
+    /// The signal that killed a server-run command (`"SIGKILL"`), set by
+    /// the runner when it records the end; `None` leaves the record's
+    /// alone. Not part of the PATCH body: like `command`, only the server
+    /// knows it (a client sending it gets the usual unknown-field 400).
+    #[serde(skip)]
+    pub exit_signal: Option<String>,
 }
 
 impl ProcessPatch {
@@ -114,6 +120,9 @@ impl ProcessPatch {
         if let Some(code) = self.exit_code {
             p.exit_code = code;
         }
+        if let Some(signal) = &self.exit_signal {
+            p.exit_signal = Some(signal.clone());
+        }
         if let Some(m) = &self.metadata {
             merge_metadata(&mut p.metadata, m)?;
         }
@@ -138,6 +147,8 @@ impl ProcessPatch {
         if let Some(code) = self.exit_code {
             p.exit_code = code;
         }
+        // `exit_signal` is not here: a create has no such field, and only
+        // the runner (never a client's queued patch) sets one.
         if let Some(m) = &self.metadata {
             merge_metadata(p.metadata.get_or_insert_with(Map::new), m)?;
         }

@@ -58,6 +58,12 @@ pub fn format_ts(t: &Timestamp) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
 }
 
+/// Parses a humantime duration (`15s`, `7d`, `2m 34s`; `M` is months), as
+/// flags and query parameters (`?max_age=7d`) take them.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 15s, 7d): {e}"))
+}
+
 /// Formats a duration the way records show it: humantime, whole
 /// milliseconds at most (`2m 34s`, `1s 250ms`).
 pub fn format_duration(ms: u64) -> String {

@@ -3,7 +3,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
@@ -81,21 +80,13 @@ async fn two_hundred_followers_leave_nothing_behind() {
     assert!(s.fds() >= fds_before + 200);
     drop(followers);
     // Disconnects are noticed at once: the heartbeat (60 s) plays no part.
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let what = format!("the emitter is gone and the fds are back to {fds_before}");
+    wait_until(&what, WAIT, async || {
         // fds first: the previous /healthz connection has had time to close.
         let fds = s.fds();
-        let n = health(get(s.addr, "/healthz").await.json()).0;
-        if n == 0 && fds <= fds_before {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "emitters {n}, fds {} (before {fds_before})",
-            s.fds()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        health(get(s.addr, "/healthz").await.json()).0 == 0 && fds <= fds_before
+    })
+    .await;
     // And the process still works for a new follower.
     append(s.addr, &id, "more").await;
 }
@@ -317,22 +308,16 @@ async fn max_count_prunes_finished_processes_at_start_and_keeps_running_ones() {
     assert_eq!(s.wait().await.code(), Some(0));
 
     let s = BinServer::start(dir.path(), &["--max-count", "1"]).await;
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
+    let names = async || -> Vec<String> {
         let list = get(s.addr, "/api/processes").await.json();
-        let names: Vec<&str> = list
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|p| p["name"].as_str().unwrap())
-            .collect();
-        if names.len() == 2 {
-            assert_eq!(names, ["done 2", "running"]);
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "not pruned: {names:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        let names = list.as_array().unwrap().iter();
+        names.map(|p| p["name"].as_str().unwrap().to_owned()).collect()
+    };
+    wait_until("the start-up prune leaves 2 processes", WAIT, async || {
+        names().await.len() == 2
+    })
+    .await;
+    assert_eq!(names().await, ["done 2", "running"]);
     assert_eq!(
         get(s.addr, &format!("/api/processes/{}", running["id"].as_str().unwrap()))
             .await

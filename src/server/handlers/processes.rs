@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::model::{Id, NewProcess, Process, ProcessPatch, Status};
+use crate::model::{Id, NewProcess, ProcessPatch, Status};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::{Query, encode_component};
@@ -38,40 +38,15 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
         _ => {}
     }
     let mut p = app.store.create_process(new).await?;
-    if p.command.is_some() {
-        p = start_command(app, p, cwd, env.unwrap_or_default()).await;
+    if p.command.is_some() && app.runner.start(&p, cwd, env.unwrap_or_default()).await.is_err() {
+        // Refused: the runner ended the record `failed` with the reason.
+        // The create itself succeeded; answer with the record as it is now.
+        p = app.store.get_process(&p.id).unwrap_or(p);
     }
     let mut resp = response::json(StatusCode::CREATED, &p);
     let location = HeaderValue::from_str(&format!("/api/processes/{}", p.id)).expect("ids are header-safe");
     resp.headers_mut().insert(LOCATION, location);
     Ok(resp)
-}
-
-/// Hands a stored `running` record to the runner. If the runner cannot
-/// take it, the record ends `failed` with the reason (the create itself
-/// succeeded: the record exists).
-async fn start_command(
-    app: &Arc<App>,
-    p: Process,
-    cwd: Option<String>,
-    env: std::collections::BTreeMap<String, String>,
-) -> Process {
-    let Err(e) = app.runner.start(&p, cwd, env) else {
-        return p;
-    };
-    tracing::warn!(%e, id = %p.id, "could not start command");
-    let patch = ProcessPatch {
-        status: Some(Status::Failed),
-        error: Some(Some(e.to_string())),
-        ..Default::default()
-    };
-    match app.store.update_process(&p.id, patch).await {
-        Ok(updated) => updated,
-        Err(e) => {
-            tracing::warn!(%e, id = %p.id, "could not record the failed start");
-            p
-        }
-    }
 }
 
 /// Newest first; `Link: <…>; rel="next"` when more pages follow.
@@ -132,25 +107,12 @@ pub fn get(app: &App, id: &Id) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, &app.store.get_process(id)?))
 }
 
-/// A terminal `status` ends the followers' streams. `cancelled` on a
-/// running server-run command goes through the runner, as `POST …/cancel`
-/// does, after the patch's other fields are applied. Regression: it only
-/// marked the record, and the command ran on with its output going nowhere.
+/// A terminal `status` ends the followers' streams; `cancelled` on a
+/// running server-run command stops the command too (the runner knows how).
 pub async fn patch(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<Resp, ApiError> {
     let (parts, body) = req.into_parts();
     let patch: ProcessPatch = body::json(&parts.headers, body, app.config.max_body).await?;
-    if patch.status == Some(Status::Cancelled) {
-        let current = app.store.get_process(id)?;
-        if current.command.is_some() && current.status == Status::Running {
-            let rest = ProcessPatch { status: None, ..patch };
-            if rest != ProcessPatch::default() {
-                app.store.update_process(id, rest).await?;
-            }
-            let p = app.runner.cancel(id).await?;
-            return Ok(response::json(StatusCode::OK, &p));
-        }
-    }
-    let p = app.store.update_process(id, patch).await?;
+    let p = app.runner.update_process(id, patch).await?;
     Ok(response::json(StatusCode::OK, &p))
 }
 
@@ -170,7 +132,7 @@ pub async fn cancel(app: &Arc<App>, id: &Id) -> Result<Resp, ApiError> {
 pub async fn prune(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {
     let max_age = q
         .get("max_age")
-        .map(|s| crate::cli::parse_duration(s).map_err(|e| ApiError::bad_request("invalid_query", e)))
+        .map(|s| crate::model::parse_duration(s).map_err(|e| ApiError::bad_request("invalid_query", e)))
         .transpose()?;
     let max_count = q.u64("max_count")?.map(|n| n.min(usize::MAX as u64) as usize);
     let removed = app.store.prune(Retention { max_age, max_count }).await?;

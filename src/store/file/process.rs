@@ -285,6 +285,9 @@ impl FileProcessStore {
         if let Some(code) = patch.exit_code {
             next.exit_code = code;
         }
+        if let Some(signal) = patch.exit_signal {
+            next.exit_signal = Some(signal);
+        }
         if let Some(m) = patch.metadata.filter(|m| !m.is_null()) {
             let mut merged = Value::Object(std::mem::take(&mut next.metadata));
             model::merge_patch(&mut merged, &m);

@@ -7,8 +7,9 @@ use std::time::{Duration, Instant};
 use prochub::model::{NewProcess, Process, ProcessPatch, Status, StatusInfo, StreamKind};
 use prochub::runner::{ORPHAN_ERROR, Runner, SHUTDOWN_ERROR};
 use prochub::store::{FileProcessStore, Follow, FollowEvent, StoreError};
+use serde_json::json;
 
-use crate::helper::temp_store;
+use crate::helper::{temp_store, wait_until};
 
 /// Upper bound of any wait in these tests.
 const WAIT: Duration = Duration::from_secs(20);
@@ -47,8 +48,20 @@ async fn drain(mut follow: Follow) -> (Vec<(Option<StreamKind>, String)>, Status
 async fn run(store: &Arc<FileProcessStore>, runner: &Arc<Runner>, argv: &[&str]) -> (Process, Follow) {
     let p = create(store, argv).await;
     let follow = store.subscribe(&p.id, None).expect("subscribe");
-    runner.start(&p, None, BTreeMap::new()).expect("start");
+    runner.start(&p, None, BTreeMap::new()).await.expect("start");
     (p, follow)
+}
+
+/// The command's first output, once it comes: the command really runs
+/// (and has set up what it prints after, e.g. a trap).
+async fn first_output(follow: &mut Follow) -> String {
+    match tokio::time::timeout(WAIT, follow.next())
+        .await
+        .expect("the command prints in time")
+    {
+        Some(FollowEvent::Chunk(c)) => c.content.clone(),
+        other => panic!("the command prints before anything else happens: {other:?}"),
+    }
 }
 
 #[tokio::test]
@@ -82,7 +95,7 @@ async fn exit_zero_completes_with_env_and_cwd() {
     let follow = store.subscribe(&p.id, Some(0)).unwrap();
     let env = BTreeMap::from([("GREETING".to_owned(), "hello".to_owned())]);
     let cwd = dir.path().canonicalize().unwrap().display().to_string();
-    runner.start(&p, Some(cwd.clone()), env).unwrap();
+    runner.start(&p, Some(cwd.clone()), env).await.unwrap();
     let (chunks, status) = drain(follow).await;
     let out: String = chunks.into_iter().map(|(_, c)| c).collect();
     assert_eq!(out, format!("hello\n{cwd}\n"));
@@ -127,7 +140,7 @@ async fn a_missing_working_directory_fails_with_a_clear_error() {
     let p = create(&store, &["true"]).await;
     let follow = store.subscribe(&p.id, Some(0)).unwrap();
     let cwd = dir.path().join("nope").display().to_string();
-    runner.start(&p, Some(cwd), BTreeMap::new()).unwrap();
+    runner.start(&p, Some(cwd), BTreeMap::new()).await.unwrap();
     let (_, status) = drain(follow).await;
     assert_eq!(status.status, Status::Failed);
     let err = store.get_process(&p.id).unwrap().error.unwrap();
@@ -140,11 +153,8 @@ async fn cancel_ends_a_sleep_within_the_grace_period() {
     let grace = Duration::from_secs(3);
     let runner = Runner::new(store.clone(), grace);
     // A pipeline, so the group kill must reach the shell's child too.
-    let (p, follow) = run(&store, &runner, &["sh", "-c", "echo started; sleep 30; echo never"]).await;
-    let mut follow = follow;
-    // Wait for the first output: the command is really running.
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo started; sleep 30; echo never"]).await;
+    first_output(&mut follow).await;
     let t0 = Instant::now();
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     assert!(t0.elapsed() < grace, "took {:?}", t0.elapsed());
@@ -160,12 +170,80 @@ async fn a_command_ignoring_sigterm_is_killed_after_the_grace_period() {
     let grace = Duration::from_millis(300);
     let runner = Runner::new(store.clone(), grace);
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", "trap '' TERM; echo ready; sleep 30"]).await;
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    first_output(&mut follow).await;
     let t0 = Instant::now();
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     let took = t0.elapsed();
     assert!(took >= grace && took < grace + Duration::from_secs(3), "took {took:?}");
+    assert_eq!(rec.status, Status::Cancelled);
+}
+
+/// A fact is a field: the signal that killed a command is its record's
+/// `exit_signal`, not something to parse out of the `error` text.
+#[tokio::test]
+async fn a_command_killed_by_a_signal_names_it_in_exit_signal() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    for (number, name) in [(9, "SIGKILL"), (15, "SIGTERM")] {
+        let (p, follow) = run(&store, &runner, &["sh", "-c", &format!("kill -{number} $$")]).await;
+        let (_, status) = drain(follow).await;
+        assert_eq!(status.status, Status::Failed);
+        assert_eq!(status.exit_signal.as_deref(), Some(name));
+        let rec = store.get_process(&p.id).unwrap();
+        assert_eq!((rec.exit_code, rec.exit_signal.as_deref()), (None, Some(name)));
+        // The text for people stays as it was.
+        assert_eq!(
+            rec.error.as_deref(),
+            Some(format!("killed by signal {number} ({name})").as_str())
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_cancelled_command_records_the_signal_that_ended_it() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_millis(300));
+    let obeys = ["sh", "-c", "echo up; sleep 30"];
+    let ignores = ["sh", "-c", "trap '' TERM; echo up; sleep 30"];
+    for (argv, name) in [(obeys, "SIGTERM"), (ignores, "SIGKILL")] {
+        let (p, mut follow) = run(&store, &runner, &argv).await;
+        first_output(&mut follow).await;
+        let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
+        assert_eq!(rec.status, Status::Cancelled);
+        assert_eq!(rec.exit_signal.as_deref(), Some(name), "{argv:?}");
+    }
+}
+
+/// `PATCH {"status": "cancelled", …}` goes through the runner: the command
+/// stops, the patch's other fields are kept, and a bad patch stops nothing.
+#[tokio::test]
+async fn a_patch_to_cancelled_stops_the_command_and_keeps_the_other_fields() {
+    let (_dir, store) = temp_store().await;
+    let runner = Runner::new(store.clone(), Duration::from_secs(2));
+    let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
+    first_output(&mut follow).await;
+    let cancel_with = |metadata| ProcessPatch {
+        status: Some(Status::Cancelled),
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    let bad = runner
+        .update_process(&p.id, cancel_with(json!(["not", "an object"])))
+        .await;
+    assert!(matches!(bad, Err(StoreError::Invalid { .. })), "{bad:?}");
+    assert_eq!(runner.running(), 1, "a refused patch stops nothing");
+    assert_eq!(store.get_process(&p.id).unwrap().status, Status::Running);
+    let patched = runner.update_process(&p.id, cancel_with(json!({"why": "user"})));
+    let rec = tokio::time::timeout(WAIT, patched).await.unwrap().unwrap();
+    assert_eq!(rec.status, Status::Cancelled);
+    assert_eq!(rec.metadata["why"], "user");
+    assert_eq!(rec.exit_signal.as_deref(), Some("SIGTERM"));
+    assert_eq!(runner.running(), 0);
+    let (_, status) = drain(follow).await;
+    assert_eq!(status.status, Status::Cancelled);
+    // Without a command of its own, a patch is just a patch.
+    let pushed = store.create_process(crate::helper::new_proc("pushed")).await.unwrap();
+    let rec = runner.update_process(&pushed.id, cancel_with(json!({}))).await.unwrap();
     assert_eq!(rec.status, Status::Cancelled);
 }
 
@@ -218,8 +296,7 @@ async fn shutdown_terminates_and_records_running_commands() {
     let (a, mut fa) = run(&store, &runner, &["sh", "-c", "echo a; sleep 30"]).await;
     let (b, mut fb) = run(&store, &runner, &["sh", "-c", "echo b; sleep 30"]).await;
     for f in [&mut fa, &mut fb] {
-        let first = tokio::time::timeout(WAIT, f.next()).await.unwrap();
-        assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+        first_output(f).await;
     }
     tokio::time::timeout(WAIT, runner.shutdown()).await.unwrap();
     for id in [&a.id, &b.id] {
@@ -228,10 +305,11 @@ async fn shutdown_terminates_and_records_running_commands() {
         assert_eq!(rec.error.as_deref(), Some(SHUTDOWN_ERROR));
     }
     let late = create(&store, &["true"]).await;
-    assert!(runner.start(&late, None, BTreeMap::new()).is_err());
-    let _ = store
-        .update_process(&late.id, ProcessPatch::status(Status::Cancelled))
-        .await;
+    assert!(runner.start(&late, None, BTreeMap::new()).await.is_err());
+    // The refusal is on the record, written by the runner itself.
+    let rec = store.get_process(&late.id).unwrap();
+    assert_eq!(rec.status, Status::Failed);
+    assert!(rec.error.as_deref().unwrap().contains("shutting down"), "{rec:?}");
 }
 
 #[tokio::test]
@@ -239,17 +317,10 @@ async fn deleting_the_record_stops_a_silent_command() {
     let (_dir, store) = temp_store().await;
     let runner = Runner::new(store.clone(), Duration::from_secs(2));
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", "echo up; sleep 30"]).await;
-    let first = tokio::time::timeout(WAIT, follow.next()).await.unwrap();
-    assert!(matches!(first, Some(FollowEvent::Chunk(_))));
+    first_output(&mut follow).await;
     store.delete_process(&p.id).await.unwrap();
     // The command is stopped and forgotten well before its 30 s.
-    tokio::time::timeout(WAIT, async {
-        while runner.running() > 0 {
-            tokio::task::yield_now().await;
-        }
-    })
-    .await
-    .expect("the command stops");
+    wait_until("the command stops", WAIT, async || runner.running() == 0).await;
 }
 
 #[tokio::test]
@@ -298,22 +369,15 @@ async fn cancel_kills_group_members_that_outlive_their_leader() {
     // once it ignores SIGTERM, so the cancel cannot come before the trap.
     let script = "(trap '' TERM; echo $$; exec sleep 30 >/dev/null 2>&1) & wait";
     let (p, mut follow) = run(&store, &runner, &["sh", "-c", script]).await;
-    let Some(FollowEvent::Chunk(first)) = tokio::time::timeout(WAIT, follow.next()).await.unwrap() else {
-        panic!("the command prints its pid first")
-    };
-    let pgid: u32 = first.content.trim().parse().unwrap();
+    let pgid: u32 = first_output(&mut follow).await.trim().parse().unwrap();
     assert!(!live_group_members(pgid).is_empty());
     let rec = tokio::time::timeout(WAIT, runner.cancel(&p.id)).await.unwrap().unwrap();
     assert_eq!(rec.status, Status::Cancelled);
     // SIGKILL is delivered at once, but the kernel may take a moment to
     // turn the process into a zombie.
-    let deadline = Instant::now() + Duration::from_secs(2);
-    while !live_group_members(pgid).is_empty() && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(
-        live_group_members(pgid),
-        Vec::<String>::new(),
-        "nothing of the command runs on"
-    );
+    let what = format!("nothing of process group {pgid} runs on");
+    wait_until(&what, Duration::from_secs(2), async || {
+        live_group_members(pgid).is_empty()
+    })
+    .await;
 }

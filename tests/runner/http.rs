@@ -16,6 +16,15 @@ fn command(argv: &[&str]) -> NewProcess {
     }
 }
 
+/// A server allowed to run commands, in a fresh folder (removed when the
+/// TempDir drops), and a client of it.
+async fn serve() -> (tempfile::TempDir, ServerProc, Client) {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = Client::new(&server.url, None).unwrap();
+    (data, server, c)
+}
+
 /// Waits (bounded) until the process leaves `running`.
 async fn wait_end(c: &Client, id: &str) -> prochub::model::Process {
     let mut f = c.follow(id, Some(0));
@@ -33,9 +42,7 @@ async fn wait_end(c: &Client, id: &str) -> prochub::model::Process {
 
 #[tokio::test]
 async fn multi_byte_characters_split_across_reads_arrive_intact() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(data.path()).await;
-    let c = Client::new(&server.url, None).unwrap();
+    let (_data, server, c) = serve().await;
     // A 4-byte emoji and a 3-byte euro sign, each cut in the middle by a pause.
     let script = r"printf '\360\237'; sleep 0.2; printf '\230\200 \342'; sleep 0.2; printf '\202\254\n'";
     let p = c.create_process(&command(&["sh", "-c", script])).await.unwrap();
@@ -66,9 +73,7 @@ async fn multi_byte_characters_split_across_reads_arrive_intact() {
 
 #[tokio::test]
 async fn live_chunks_say_which_pipe_they_came_from() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(data.path()).await;
-    let c = Client::new(&server.url, None).unwrap();
+    let (_data, server, c) = serve().await;
     let p = c
         .create_process(&command(&["sh", "-c", "echo to-out; echo to-err >&2"]))
         .await
@@ -96,9 +101,7 @@ async fn live_chunks_say_which_pipe_they_came_from() {
 
 #[tokio::test]
 async fn cancel_ends_a_sleep_within_the_grace_period() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(data.path()).await;
-    let c = Client::new(&server.url, None).unwrap();
+    let (_data, server, c) = serve().await;
     let p = c
         .create_process(&command(&["sh", "-c", "echo up; sleep 30"]))
         .await
@@ -116,9 +119,7 @@ async fn cancel_ends_a_sleep_within_the_grace_period() {
 
 #[tokio::test]
 async fn a_missing_command_gives_a_failed_record_with_a_clear_error() {
-    let data = tempfile::tempdir().unwrap();
-    let server = ServerProc::start(data.path()).await;
-    let c = Client::new(&server.url, None).unwrap();
+    let (_data, server, c) = serve().await;
     let p = c
         .create_process(&command(&["prochub-definitely-missing"]))
         .await
@@ -140,6 +141,17 @@ async fn a_missing_command_gives_a_failed_record_with_a_clear_error() {
     let rec = wait_end(&c, &p.id).await;
     assert_eq!(rec.status, Status::Failed);
     assert!(rec.error.unwrap().contains("working directory"));
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn a_command_killed_by_a_signal_has_exit_signal_on_its_record() {
+    let (_data, server, c) = serve().await;
+    let p = c.create_process(&command(&["sh", "-c", "kill -9 $$"])).await.unwrap();
+    let rec = wait_end(&c, &p.id).await;
+    assert_eq!(rec.status, Status::Failed);
+    assert_eq!((rec.exit_code, rec.exit_signal.as_deref()), (None, Some("SIGKILL")));
+    assert_eq!(rec.error.as_deref(), Some("killed by signal 9 (SIGKILL)"));
     server.stop().await;
 }
 
