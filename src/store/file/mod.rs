@@ -38,9 +38,11 @@ pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
 pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};
-// `read_output` and `append_output` take and return these: without the
-// re-export no caller outside the store could name them.
-pub use process::{AppendResult, OutputRange};
+// `append_output` returns it: without the re-export no caller outside the
+// store could name it.
+pub use process::AppendResult;
+// `read_output` takes it; the model defines it for store and client alike.
+pub use crate::model::OutputRange;
 pub use retention::Retention;
 
 use crate::model::{DEFAULT_WORKSPACE, Id, Process, Timestamp, Workspace};

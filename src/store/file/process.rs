@@ -12,8 +12,8 @@ use super::fsio;
 use super::index::{Entry, ListQuery, Page};
 use super::output::Output;
 use crate::model::{
-    self, EventKind, Id, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, Process, ProcessPatch, Status, StreamKind,
-    format_duration,
+    self, EventKind, Id, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, OutputRange, PatchError, Process, ProcessPatch,
+    Status, StreamKind, format_duration,
 };
 
 /// Appends up to this size are written on the calling task, without
@@ -25,16 +25,6 @@ use crate::model::{
 /// same machine: `block_in_place` 0.42x of the bare baseline, inline 0.94x.
 /// Larger appends still go through `blocking_short`.
 pub const INLINE_APPEND_MAX: usize = 64 * 1024;
-
-/// Which part of the stored output to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputRange {
-    All,
-    /// From this byte offset to the end.
-    From(u64),
-    /// The last N bytes.
-    Tail(u64),
-}
 
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -267,31 +257,10 @@ impl FileProcessStore {
         self.still_indexed(id, &entry)?;
         let current = entry.record();
         let mut next = current.clone();
-        if let Some(name) = patch.name {
-            next.name = name;
-        }
-        // `"metadata": null` removes the member (RFC 7396); the record's
-        // metadata is always an object, so it becomes empty. Regression: it
-        // was a 400 "must be an object".
-        if patch.metadata.as_ref().is_some_and(Value::is_null) {
-            next.metadata.clear();
-        }
-        if let Some(result) = patch.result {
-            next.result = (!result.is_null()).then_some(result);
-        }
-        if let Some(error) = patch.error {
-            next.error = error;
-        }
-        if let Some(code) = patch.exit_code {
-            next.exit_code = code;
-        }
-        if let Some(m) = patch.metadata.filter(|m| !m.is_null()) {
-            let mut merged = Value::Object(std::mem::take(&mut next.metadata));
-            model::merge_patch(&mut merged, &m);
-            next.metadata = match merged {
-                Value::Object(map) => map,
-                _ => return Err(StoreError::invalid("metadata", "must be an object")),
-            };
+        patch.apply(&mut next).map_err(|e| match e {
+            PatchError::MetadataNotObject => StoreError::invalid("metadata", "must be an object"),
+        })?;
+        if patch.metadata.is_some() {
             check_metadata(&next.metadata)?;
         }
         let now = self.now();
