@@ -16,7 +16,7 @@
 //! 2. a record's `write` mutex (tokio, held across the durable write of
 //!    that one record);
 //! 3. the record's in-memory snapshot (std `Mutex` in `index::Entry`);
-//! 4. the process's output state (std `Mutex` in `output::Output`), which
+//! 4. the process's output state (std `Mutex` in `log::OutputLog`), which
 //!    covers the log handle, the emitter and its followers.
 //!
 //! std mutexes are only held for short, non-async critical sections and

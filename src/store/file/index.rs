@@ -5,7 +5,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use super::error::{Result, StoreError};
-use super::output::Output;
+use super::log::OutputLog;
 use crate::model::{Id, Process, Timestamp};
 pub use crate::model::{ListQuery, Page};
 
@@ -22,13 +22,13 @@ pub(crate) struct Entry {
     pub write: tokio::sync::Mutex<()>,
     /// The acknowledged record. std Mutex, held to clone or replace it.
     pub record: Mutex<Process>,
-    pub output: Arc<Output>,
+    pub log: Arc<OutputLog>,
 }
 
 impl Entry {
     pub fn record(&self) -> Process {
         let mut p = crate::sync::lock(&self.record).clone();
-        let st = self.output.lock();
+        let st = self.log.lock();
         p.output_bytes = st.stored;
         p.output_truncated |= st.truncated;
         p

@@ -11,18 +11,19 @@
 //!   applied to memory only after the file is durable; writes to different
 //!   records run in parallel on the blocking pool and share folder fsyncs
 //!   (`fsio::DirSync`).
-//! * Output appends are page-cache writes under the process's output lock,
+//! * Output appends are page-cache writes under the process's log lock,
 //!   run through `block_in_place` on a multi-thread runtime (the blocking
 //!   pool elsewhere): a pool round trip per 4 KiB chunk cost 3x the CPU.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
+mod chunk;
 mod events;
 mod follow;
 mod fsio;
 mod index;
-mod output;
+mod log;
 mod process;
 mod retention;
 mod workspace;
@@ -33,11 +34,12 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
-pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};
+pub use log::EMITTER_CAPACITY;
 // `append_output` returns it: without the re-export no caller outside the
 // store could name it.
 pub use process::AppendResult;
@@ -48,7 +50,7 @@ pub use retention::Retention;
 use crate::model::{DEFAULT_WORKSPACE, Id, Process, Timestamp, Workspace};
 use fsio::DirSync;
 use index::{Entry, Index};
-use output::Output;
+use log::OutputLog;
 
 /// Default per-process output cap (SPEC section 5).
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
@@ -155,7 +157,7 @@ impl FileProcessStore {
         // output_bytes is derived from the logs, so their sizes come first;
         // the index is then built while the records are being parsed.
         let emitters = Arc::new(AtomicUsize::new(0));
-        let logs = output::log_sizes(&output_dir)?;
+        let logs = log::log_sizes(&output_dir)?;
         let mut index = Index::default();
         let proc_scan = fsio::scan_dir::<Process>(
             &processes_dir,
@@ -165,12 +167,12 @@ impl FileProcessStore {
                 for mut p in batch {
                     let path = output_dir.join(format!("{}.log", p.id));
                     p.output_bytes = logs.get(p.id.as_str()).copied().unwrap_or(0);
-                    let out = Output::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+                    let out = OutputLog::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
                     let (created_at, id) = (p.created_at, p.id.clone());
                     let entry = Arc::new(Entry {
                         write: tokio::sync::Mutex::new(()),
                         record: Mutex::new(p),
-                        output: Arc::new(out),
+                        log: Arc::new(out),
                     });
                     index.insert_key(created_at, id, entry);
                 }
@@ -345,8 +347,8 @@ impl FileProcessStore {
     /// fsyncs every open output log, so output acknowledged before a
     /// graceful shutdown survives a power loss after it.
     pub async fn sync_output(self: &Arc<Self>) -> Result<()> {
-        let outputs: Vec<Arc<Output>> = self.read_index().by_id.values().map(|e| e.output.clone()).collect();
-        Self::blocking(move || outputs.iter().try_for_each(|o| o.sync())).await
+        let logs: Vec<Arc<OutputLog>> = self.read_index().by_id.values().map(|e| e.log.clone()).collect();
+        Self::blocking(move || logs.iter().try_for_each(|l| l.sync())).await
     }
 }
 

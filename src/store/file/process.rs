@@ -10,7 +10,7 @@ use super::error::{Result, StoreError};
 use super::follow::Follow;
 use super::fsio;
 use super::index::{Entry, ListQuery, Page};
-use super::output::Output;
+use super::log::{self, OutputLog};
 use crate::model::{
     self, EventKind, Id, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, OutputRange, PatchError, Process, ProcessPatch,
     Status, StreamKind, format_duration,
@@ -150,11 +150,11 @@ impl FileProcessStore {
         let store = self.clone();
         Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.proc_sync)).await?;
 
-        let out = Output::new(self.log_path(&id), 0, p.status, false, self.emitters.clone());
+        let out = OutputLog::new(self.log_path(&id), 0, p.status, false, self.emitters.clone());
         let entry = Arc::new(Entry {
             write: tokio::sync::Mutex::new(()),
             record: Mutex::new(p.clone()),
-            output: Arc::new(out),
+            log: Arc::new(out),
         });
         self.write_index().insert(&p, entry);
         self.events.process(EventKind::ProcessAdded, &p);
@@ -276,23 +276,23 @@ impl FileProcessStore {
         stamp_transition(&mut next, to, now);
         next.updated_at = now;
         if finishing {
-            next.output_bytes = entry.output.close_for_appends(to);
-            let out = entry.output.clone();
+            next.output_bytes = entry.log.close_for_appends(to);
+            let out = entry.log.clone();
             Self::blocking(move || out.sync()).await?;
         }
         let written = self.write_record(&next).await;
         if let Err(e) = written {
             if finishing {
-                entry.output.restore_status(current.status);
+                entry.log.restore_status(current.status);
             }
             return Err(e);
         }
         entry.set_record(next.clone());
         if current.status == Status::Queued && to == Status::Running {
-            entry.output.reopen_for_appends();
+            entry.log.reopen_for_appends();
         }
         if finishing {
-            entry.output.finish(next.status_info());
+            entry.log.finish(next.status_info());
         }
         let next = entry.record();
         self.events.process(EventKind::ProcessUpdated, &next);
@@ -319,7 +319,7 @@ impl FileProcessStore {
         let _write = entry.write.lock().await;
         self.still_indexed(id, &entry)?;
         let mut p = entry.record();
-        entry.output.close_for_appends(Status::Cancelled);
+        entry.log.close_for_appends(Status::Cancelled);
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
         let removed = Self::blocking(move || {
@@ -339,7 +339,7 @@ impl FileProcessStore {
             // output. The unlink (or its folder fsync) failed: the record
             // is still indexed, so the process keeps its status (and a
             // running one keeps taking output).
-            entry.output.restore_status(p.status);
+            entry.log.restore_status(p.status);
             return Err(e);
         }
         self.write_index().remove(&p);
@@ -347,7 +347,7 @@ impl FileProcessStore {
             let now = self.now();
             stamp_transition(&mut p, Status::Cancelled, now);
         }
-        entry.output.finish(p.status_info());
+        entry.log.finish(p.status_info());
         self.events.process(EventKind::ProcessRemoved, &p);
         Ok(())
     }
@@ -362,7 +362,7 @@ impl FileProcessStore {
     ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
-        let (out, id2) = (entry.output.clone(), id.to_owned());
+        let (out, id2) = (entry.log.clone(), id.to_owned());
         let appended = if content.len() <= INLINE_APPEND_MAX {
             out.append_blocking(&id2, content, stream, max)?
         } else {
@@ -374,7 +374,7 @@ impl FileProcessStore {
                 .await?;
         }
         Ok(AppendResult {
-            output_bytes: entry.output.lock().stored,
+            output_bytes: entry.log.lock().stored,
             offset: appended.total,
         })
     }
@@ -395,7 +395,7 @@ impl FileProcessStore {
     /// character starts at the next one, invalid bytes become U+FFFD.
     pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
         let entry = self.entry(id)?;
-        let stored = entry.output.lock().stored;
+        let stored = entry.log.lock().stored;
         let from = match range {
             OutputRange::All => 0,
             OutputRange::From(n) => n.min(stored),
@@ -403,7 +403,7 @@ impl FileProcessStore {
         };
         let path = self.log_path(id);
         let bytes = Self::blocking(move || {
-            super::output::read_range(&path, from, stored, usize::MAX).or_else(|e| {
+            log::read_range(&path, from, stored, usize::MAX).or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Ok(Vec::new())
                 } else {
@@ -412,7 +412,7 @@ impl FileProcessStore {
             })
         })
         .await?;
-        Ok(super::output::log_text(bytes).into_bytes())
+        Ok(log::log_text(bytes).into_bytes())
     }
 
     /// Follows a process's output: replay from byte `from` (None: only what
@@ -420,6 +420,6 @@ impl FileProcessStore {
     pub fn subscribe(&self, id: &Id, from: Option<u64>) -> Result<Follow> {
         let entry = self.entry(id)?;
         let current = entry.record().status_info();
-        Ok(entry.output.subscribe(from, current))
+        Ok(entry.log.subscribe(from, current))
     }
 }
