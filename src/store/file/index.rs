@@ -2,6 +2,8 @@
 //! newest-first order that list, filters and cursors walk.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use super::error::{Result, StoreError};
@@ -26,6 +28,17 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
+    /// The entry of a record whose log is at `log` (`output_bytes`,
+    /// `status` and `output_truncated` say where that log stands).
+    pub fn new(p: Process, log: PathBuf, emitters: &Arc<AtomicUsize>) -> Arc<Entry> {
+        let log = OutputLog::new(log, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+        Arc::new(Entry {
+            write: tokio::sync::Mutex::new(()),
+            record: Mutex::new(p),
+            log: Arc::new(log),
+        })
+    }
+
     pub fn record(&self) -> Process {
         let mut p = crate::sync::lock(&self.record).clone();
         let st = self.log.lock();

@@ -18,18 +18,21 @@
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
+mod checks;
 mod chunk;
+mod creating;
 mod events;
 mod follow;
 mod fsio;
 mod index;
 mod log;
+mod open;
 mod process;
 mod retention;
 mod workspace;
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
@@ -47,9 +50,9 @@ pub use process::AppendResult;
 pub use crate::model::OutputRange;
 pub use retention::Retention;
 
-use crate::model::{DEFAULT_WORKSPACE, Id, Process, Timestamp, Workspace};
+use crate::model::{DEFAULT_WORKSPACE, Id, Timestamp, Workspace};
 use fsio::DirSync;
-use index::{Entry, Index};
+use index::Index;
 use log::OutputLog;
 
 /// Default per-process output cap (SPEC section 5).
@@ -93,15 +96,48 @@ pub struct OpenReport {
     pub orphan_logs_removed: usize,
 }
 
+/// Where each kind of file lives below `DIR` (SPEC section 5).
+struct Layout {
+    processes: PathBuf,
+    workspaces: PathBuf,
+    output: PathBuf,
+    /// Created on first use: most stores never quarantine anything.
+    quarantine: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Self {
+        Layout {
+            processes: dir.join("processes"),
+            workspaces: dir.join("workspaces"),
+            output: dir.join("output"),
+            quarantine: dir.join("quarantine"),
+        }
+    }
+
+    /// `processes/<id>.json`.
+    fn process(&self, id: &str) -> PathBuf {
+        self.processes.join(format!("{id}.json"))
+    }
+
+    /// `workspaces/<id>.json`.
+    fn workspace(&self, id: &str) -> PathBuf {
+        self.workspaces.join(format!("{id}.json"))
+    }
+
+    /// `output/<id>.log`.
+    fn log(&self, id: &str) -> PathBuf {
+        self.output.join(format!("{id}.log"))
+    }
+}
+
 /// The store. Share it as `Arc<FileProcessStore>`.
 pub struct FileProcessStore {
     dir: PathBuf,
     config: StoreConfig,
     /// `DIR/LOCK`, held exclusively for the store's lifetime.
     _lock: File,
-    processes_dir: PathBuf,
-    workspaces_dir: PathBuf,
-    output_dir: PathBuf,
+    files: Layout,
     proc_sync: DirSync,
     ws_sync: DirSync,
     /// The process index. std RwLock: held only to look up, insert or
@@ -110,7 +146,7 @@ pub struct FileProcessStore {
     /// Ids whose create is writing its file right now, so two creates of
     /// one client-chosen id cannot both succeed; the second waits for the
     /// first. std Mutex, brief (the per-id tokio locks are awaited outside it).
-    creating: process::Creating,
+    creating: creating::Creating,
     /// Workspaces by id. std Mutex, brief.
     workspaces: Mutex<BTreeMap<Id, Workspace>>,
     /// Process creates hold it shared, workspace create/delete exclusive,
@@ -124,115 +160,6 @@ pub struct FileProcessStore {
 }
 
 impl FileProcessStore {
-    /// Opens (creating if needed) the store in `dir`: takes `DIR/LOCK`,
-    /// loads every record, removes leftover temp files and quarantines
-    /// unreadable ones. Fails at once if another process owns `dir`.
-    pub async fn open(dir: impl Into<PathBuf>, config: StoreConfig) -> Result<Arc<Self>> {
-        let dir = dir.into();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, config))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// [`FileProcessStore::open`] for callers outside a runtime.
-    pub fn open_blocking(dir: PathBuf, config: StoreConfig) -> Result<Arc<Self>> {
-        fs::create_dir_all(&dir).map_err(StoreError::io("create folder", &dir))?;
-        let lock = fsio::acquire_lock(&dir)?;
-        let processes_dir = dir.join("processes");
-        let workspaces_dir = dir.join("workspaces");
-        let output_dir = dir.join("output");
-        let quarantine = dir.join("quarantine");
-        for d in [&processes_dir, &workspaces_dir, &output_dir] {
-            fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
-        }
-        let mut workspaces = BTreeMap::new();
-        let ws_scan = fsio::scan_dir::<Workspace>(
-            &workspaces_dir,
-            &quarantine,
-            |w| &w.id,
-            |batch| {
-                workspaces.extend(batch.into_iter().map(|w| (w.id.clone(), w)));
-            },
-        )?;
-        // output_bytes is derived from the logs, so their sizes come first;
-        // the index is then built while the records are being parsed.
-        let emitters = Arc::new(AtomicUsize::new(0));
-        let logs = log::log_sizes(&output_dir)?;
-        let mut index = Index::default();
-        let proc_scan = fsio::scan_dir::<Process>(
-            &processes_dir,
-            &quarantine,
-            |p| p.id.as_str(),
-            |batch| {
-                for mut p in batch {
-                    let path = output_dir.join(format!("{}.log", p.id));
-                    p.output_bytes = logs.get(p.id.as_str()).copied().unwrap_or(0);
-                    let out = OutputLog::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
-                    let (created_at, id) = (p.created_at, p.id.clone());
-                    let entry = Arc::new(Entry {
-                        write: tokio::sync::Mutex::new(()),
-                        record: Mutex::new(p),
-                        log: Arc::new(out),
-                    });
-                    index.insert_key(created_at, id, entry);
-                }
-            },
-        )?;
-        let mut report = OpenReport {
-            processes: proc_scan.loaded,
-            workspaces: ws_scan.loaded,
-            temp_removed: ws_scan.temp_removed + proc_scan.temp_removed,
-            ..Default::default()
-        };
-        report.quarantined.extend(ws_scan.quarantined);
-        report.quarantined.extend(proc_scan.quarantined);
-
-        let set_aside: HashSet<&str> = proc_scan.quarantined_stems.iter().map(String::as_str).collect();
-        for id in logs.keys().filter(|id| !index.by_id.contains_key(id.as_str())) {
-            let path = output_dir.join(format!("{id}.log"));
-            if set_aside.contains(id.as_str()) {
-                // Its record was quarantined, not deleted: the output is
-                // part of the evidence and goes with it.
-                let to = fsio::move_to_quarantine(&path, &quarantine, "output of a quarantined record")?;
-                report.quarantined.push(to);
-                continue;
-            }
-            // The log of a record that was deleted (crash between removing
-            // the record and its log): nothing refers to it any more.
-            fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
-            report.orphan_logs_removed += 1;
-        }
-
-        let events = Events::with_clock(config.clock.clone());
-        let store = FileProcessStore {
-            proc_sync: DirSync::new(processes_dir.clone()),
-            ws_sync: DirSync::new(workspaces_dir.clone()),
-            dir,
-            config,
-            _lock: lock,
-            processes_dir,
-            workspaces_dir,
-            output_dir,
-            index: RwLock::new(index),
-            creating: Mutex::default(),
-            workspaces: Mutex::new(workspaces),
-            ws_guard: tokio::sync::RwLock::new(()),
-            events,
-            emitters,
-            report,
-        };
-        store.ensure_default_workspace()?;
-        tracing::info!(
-            dir = %store.dir.display(),
-            processes = store.report.processes,
-            workspaces = store.report.workspaces,
-            quarantined = store.report.quarantined.len(),
-            temp_removed = store.report.temp_removed,
-            "store opened"
-        );
-        Ok(Arc::new(store))
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -275,15 +202,15 @@ impl FileProcessStore {
     }
 
     fn process_path(&self, id: &str) -> PathBuf {
-        self.processes_dir.join(format!("{id}.json"))
+        self.files.process(id)
     }
 
     fn workspace_path(&self, id: &str) -> PathBuf {
-        self.workspaces_dir.join(format!("{id}.json"))
+        self.files.workspace(id)
     }
 
     fn log_path(&self, id: &str) -> PathBuf {
-        self.output_dir.join(format!("{id}.log"))
+        self.files.log(id)
     }
 
     fn ensure_default_workspace(&self) -> Result<()> {
