@@ -10,10 +10,13 @@
 //! * Writes to one record are serialised by that record's `write` mutex and
 //!   applied to memory only after the file is durable; writes to different
 //!   records run in parallel on the blocking pool and share folder fsyncs
-//!   (`fsio::DirSync`).
-//! * Output appends are page-cache writes under the process's log lock,
-//!   run through `block_in_place` on a multi-thread runtime (the blocking
-//!   pool elsewhere): a pool round trip per 4 KiB chunk cost 3x the CPU.
+//!   (`durable::DirSync`).
+//! * Output appends are page-cache writes under the process's log lock:
+//!   on the calling task up to `process::INLINE_APPEND_MAX` (measured,
+//!   see there), larger ones through `block_in_place` on a multi-thread
+//!   runtime (the blocking pool elsewhere): a pool round trip per 4 KiB
+//!   chunk cost 3x the CPU.
+//! * Locks nest in the one order written in [`crate::store`]'s module doc.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
@@ -138,16 +141,19 @@ pub struct FileProcessStore {
     /// `DIR/LOCK`, held exclusively for the store's lifetime.
     _lock: File,
     files: Layout,
+    /// Shared folder fsyncs of `processes/` and `workspaces/`, for the
+    /// record writes running at once on the blocking pool.
     proc_sync: DirSync,
     ws_sync: DirSync,
     /// The process index. std RwLock: held only to look up, insert or
-    /// collect a page, never across an `.await` or a file operation.
+    /// collect a page, never across an `.await` or a file operation
+    /// (level 3 of the lock order).
     index: RwLock<Index>,
     /// Ids whose create is writing its file right now, so two creates of
     /// one client-chosen id cannot both succeed; the second waits for the
     /// first. std Mutex, brief (the per-id tokio locks are awaited outside it).
     creating: creating::Creating,
-    /// Workspaces by id. std Mutex, brief.
+    /// Workspaces by id. std Mutex, brief; a leaf of the lock order.
     workspaces: Mutex<BTreeMap<Id, Workspace>>,
     /// Process creates hold it shared, workspace create/delete exclusive,
     /// so a workspace cannot vanish under a create that checked it. tokio
@@ -213,18 +219,20 @@ impl FileProcessStore {
         self.files.log(id)
     }
 
+    /// Writes the `default` workspace if the folder has none. Runs at open,
+    /// before the store is shared, so nothing can race the check.
     fn ensure_default_workspace(&self) -> Result<()> {
-        let mut ws = crate::sync::lock(&self.workspaces);
-        if !ws.contains_key(DEFAULT_WORKSPACE) {
-            let w = Workspace {
-                id: Id::default_workspace(),
-                name: "Default".into(),
-                root_path: None,
-                created_at: self.now(),
-            };
-            fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
-            ws.insert(w.id.clone(), w);
+        if self.workspace_exists(DEFAULT_WORKSPACE) {
+            return Ok(());
         }
+        let w = Workspace {
+            id: Id::default_workspace(),
+            name: "Default".into(),
+            root_path: None,
+            created_at: self.now(),
+        };
+        fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
+        crate::sync::lock(&self.workspaces).insert(w.id.clone(), w);
         Ok(())
     }
 
