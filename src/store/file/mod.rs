@@ -17,6 +17,20 @@
 //!   runtime (the blocking pool elsewhere): a pool round trip per 4 KiB
 //!   chunk cost 3x the CPU.
 //! * Locks nest in the one order written in [`crate::store`]'s module doc.
+//!
+//! # Layout
+//! * here: [`FileProcessStore`], its config, the folder `Layout`, the
+//!   task helpers (`detached`, `blocking`, `blocking_short`);
+//! * `open`: taking `DIR/LOCK`, loading records, settling orphan logs;
+//! * `fsio`: the blocking file primitives (lock file, scan, quarantine);
+//! * `index`: the in-memory index and its `Entry` per process;
+//! * `process`, `creating`, `checks`: process records (create, update,
+//!   delete, output calls), ids whose create is in flight, field rules;
+//! * `workspace`: workspace records;
+//! * `log`, `chunk`, `follow`: a process's output log and emitter, the
+//!   chunks it broadcasts, a follower's replay-then-live stream;
+//! * `events`: lifecycle events and their replay ring;
+//! * `retention`: prune by age and count, on demand and on an interval.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
