@@ -14,21 +14,17 @@ use super::error::ApiError;
 use super::response::Resp;
 use super::sse::{self, Batch, Heartbeat};
 use super::url::Query;
-use crate::store::{Resume, SeqEvent, StoreError};
+use crate::model::Id;
+use crate::store::{Events, FileProcessStore, Resume, SeqEvent, StoreError};
 
 /// The `?workspace=` filter of `/api/events` and `/ws`.
-pub fn workspace_filter(q: &Query) -> Result<Option<String>, ApiError> {
-    match q.get("workspace").filter(|w| !w.is_empty()) {
-        None => Ok(None),
-        Some(w) => {
-            StoreError::parse_id("workspace", w)?;
-            Ok(Some(w.to_owned()))
-        }
-    }
+pub fn workspace_filter(q: &Query) -> Result<Option<Id>, ApiError> {
+    let w = q.get("workspace").filter(|w| !w.is_empty());
+    Ok(w.map(|w| StoreError::parse_id("workspace", w)).transpose()?)
 }
 
 /// Whether `ev` passes `filter`.
-pub fn wanted(filter: &Option<String>, ev: &SeqEvent) -> bool {
+pub fn wanted(filter: &Option<Id>, ev: &SeqEvent) -> bool {
     filter.as_deref().is_none_or(|w| ev.event.workspace_id() == w)
 }
 
@@ -48,7 +44,7 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
             match resume {
                 Resume::Replay(missed) => {
                     for ev in missed.iter().filter(|e| wanted(&filter, e)) {
-                        first.push(frame(events.epoch(), ev));
+                        first.push(frame(events, ev));
                     }
                 }
                 Resume::Reset => first.push(Bytes::from_static(RESET)),
@@ -59,7 +55,7 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
     let state = EventStream {
         rx,
         filter,
-        epoch: events.epoch().to_owned(),
+        store: app.store.clone(),
         heartbeat: Heartbeat::new(app.config.heartbeat),
         first: Some(first.finish()),
     };
@@ -67,24 +63,16 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
     Ok(sse::response(sse::stream_token(app, req), frames))
 }
 
-fn frame(epoch: &str, ev: &SeqEvent) -> Bytes {
-    let mut s = String::with_capacity(ev.json.len() + 64);
-    s.push_str("id: ");
-    s.push_str(epoch);
-    s.push('-');
-    s.push_str(&ev.seq.to_string());
-    s.push_str("\nevent: ");
-    s.push_str(ev.event.kind.as_str());
-    s.push_str("\ndata: ");
-    s.push_str(&ev.json);
-    s.push_str("\n\n");
-    Bytes::from(s)
+/// One lifecycle event as SSE: its `EPOCH-SEQ` id, its type as the name.
+fn frame(events: &Events, ev: &SeqEvent) -> Bytes {
+    sse::event_json(Some(&events.id_of(ev)), ev.event.kind.as_str(), &ev.json)
 }
 
 struct EventStream {
     rx: broadcast::Receiver<Arc<SeqEvent>>,
-    filter: Option<String>,
-    epoch: String,
+    filter: Option<Id>,
+    /// For the events' ids (`Events::id_of`).
+    store: Arc<FileProcessStore>,
     heartbeat: Heartbeat,
     /// The greeting (and replay), written first.
     first: Option<Bytes>,
@@ -121,7 +109,7 @@ impl EventStream {
 
     fn push(&self, batch: &mut Batch, ev: &SeqEvent) {
         if wanted(&self.filter, ev) {
-            batch.push(frame(&self.epoch, ev));
+            batch.push(frame(self.store.events(), ev));
         }
     }
 }

@@ -13,12 +13,13 @@
 //! (SSE over HTTP/1.1 and WebSocket upgrades are what clients use).
 //!
 //! # Layout
-//! * [`run`] (here): accept loop, connection cap, graceful drain.
-//! * `command`: `prochub serve` (data folder, bind, `server.json`, signals).
+//! * [`run`] (here): accept loop, connection cap, graceful drain. The
+//!   `prochub serve` command around it (data folder, bind, `server.json`,
+//!   signals) is `cli::serve`.
 //! * `router`: method + path to handler, auth and CORS around it.
 //! * `handlers/`: thin REST handlers over the store.
-//! * `sse` / `events` / `ws`: output follow streams, lifecycle events over
-//!   SSE and WebSocket.
+//! * `sse` / `events` / `ws`: output follow streams (and the SSE framing
+//!   shared with events), lifecycle events over SSE and WebSocket.
 //! * `error`: the one place mapping errors to status + `{"error","code"}`.
 //! * `body`, `url`, `response`, `auth`, `cors`: request and response plumbing.
 

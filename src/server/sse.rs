@@ -14,6 +14,7 @@
 //! emitter's capacity behind it catches up from the log instead.
 
 use std::convert::Infallible;
+use std::fmt::Display;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -166,15 +167,30 @@ struct ChunkData<'a> {
 }
 
 /// One event with an optional id and a JSON `data` line.
-pub fn event<T: Serialize + ?Sized>(id: Option<&dyn std::fmt::Display>, name: &str, data: &T) -> Bytes {
-    let mut out = Vec::with_capacity(64);
+pub fn event<T: Serialize + ?Sized>(id: Option<&dyn Display>, name: &str, data: &T) -> Bytes {
+    let mut out = head(64, id, name);
+    serde_json::to_writer(&mut out, data).expect("event data always serializes");
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// [`event`] for data that is one line of JSON already (a lifecycle
+/// event, serialized once for every subscriber).
+pub fn event_json(id: Option<&dyn Display>, name: &str, json: &str) -> Bytes {
+    let mut out = head(json.len() + 64, id, name);
+    out.extend_from_slice(json.as_bytes());
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+/// The `id:` and `event:` lines of an event and the start of its `data:`.
+fn head(capacity: usize, id: Option<&dyn Display>, name: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(capacity);
     if let Some(id) = id {
         let _ = writeln!(out, "id: {id}");
     }
     let _ = write!(out, "event: {name}\ndata: ");
-    serde_json::to_writer(&mut out, data).expect("event data always serializes");
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
+    out
 }
 
 /// The SSE text of a chunk, encoded once per chunk however many follow it.

@@ -25,6 +25,7 @@ use super::events::{wanted, workspace_filter};
 use super::response::{self, Resp};
 use super::sse::Heartbeat;
 use super::url::Query;
+use crate::model::Id;
 use crate::store::SeqEvent;
 
 /// Read buffer per socket: clients only send pings and closes, and
@@ -95,7 +96,7 @@ pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
 
-async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Arc<SeqEvent>>, filter: Option<String>) {
+async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Arc<SeqEvent>>, filter: Option<Id>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
@@ -159,7 +160,7 @@ const RESET: &str = r#"{"type":"reset"}"#;
 async fn send_ready(
     ws: &mut Socket,
     rx: &mut broadcast::Receiver<Arc<SeqEvent>>,
-    filter: &Option<String>,
+    filter: &Option<Id>,
     first: Arc<SeqEvent>,
 ) -> Result<(), tokio_tungstenite::tungstenite::Error> {
     let mut next = Some(first);

@@ -2,25 +2,44 @@
 //! and the live fan-out of their output. Knows nothing about HTTP.
 //!
 //! * [`error`]: [`StoreError`], the one error type of every backend.
-//! * [`file`]: [`FileProcessStore`], the embedded backend (SPEC section 5):
+//! * [`file`](mod@file): [`FileProcessStore`], the embedded backend (SPEC section 5):
 //!   JSON records, the in-memory index, output logs, per-process emitters,
 //!   lifecycle events, retention.
 //!
 //! # Lock order
-//! Locks nest in one order only; taking them in any other order can
-//! deadlock. Outer first:
+//! Locks nest in this order only, outer first; taking them the other way
+//! round could deadlock. The tokio locks are the outer ones because they
+//! are held across `.await`s (durable writes); the std locks inside are
+//! held for short, non-async critical sections and are taken through
+//! [`crate::sync`], which recovers from poisoning. In `file`:
 //!
-//! 1. the index `RwLock` (`FileProcessStore::index`), or the `creating`
-//!    set (ids whose create is in flight): the index is released before
-//!    `creating` is taken, and neither is held across an `.await`;
-//! 2. a record's `write` mutex (tokio, held across the durable write of
-//!    that one record);
-//! 3. the record's in-memory snapshot (std `Mutex` in `index::Entry`);
-//! 4. the process's output state (std `Mutex` in `output::Output`), which
-//!    covers the log handle, the emitter and its followers.
+//! 1. `FileProcessStore::ws_guard` (tokio `RwLock`): shared by a process
+//!    create for its whole length, exclusive by a workspace create or
+//!    delete, so a workspace cannot vanish under a create that checked it.
+//! 2. One record's write lock, held across its durable write:
+//!    `index::Entry::write` (tokio `Mutex`: update, delete,
+//!    `mark_truncated`), or for a create its id's lock in
+//!    `FileProcessStore::creating`. Never two at once: a cascade delete
+//!    takes its processes' locks one after another.
+//! 3. `FileProcessStore::index` (std `RwLock`).
+//! 4. Under the index, one at a time, never two of them together:
+//!    * the `creating` map (std `Mutex`): `reserve_id` looks the id up in
+//!      the index and claims it in `creating` under one index read, so a
+//!      create that finishes in between cannot be missed by both looks;
+//!      the create's guard removes its id (level 2 → 4);
+//!    * a record's snapshot, `index::Entry::record` (std `Mutex`);
+//!    * a process's output, `log::OutputLog::state` (std `Mutex`: the log
+//!      handle, offsets, the emitter). `Entry::record()` takes the
+//!      snapshot and then this one, releasing the first before the second.
+//! 5. Leaves, taken under any of the above and holding no other store lock:
+//!    the workspace map `FileProcessStore::workspaces` (std `Mutex`), the
+//!    lifecycle event ring `events::Events::ring` (std `Mutex`, held while
+//!    it broadcasts so sequence order is send order), and the folder-fsync
+//!    coalescer `durable::DirSync` (std `Mutex`, never held across the
+//!    fsync).
 //!
-//! std mutexes are only held for short, non-async critical sections and
-//! are taken through [`crate::sync`], which recovers from poisoning.
+//! `Follow` (a follower) takes only level 4's output lock, never while
+//! awaiting; the server holds no store lock at all.
 
 pub mod error;
 pub mod file;

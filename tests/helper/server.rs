@@ -20,6 +20,14 @@ use tokio_util::sync::CancellationToken;
 /// Bound on any single wait in the server tests.
 pub const WAIT: Duration = Duration::from_secs(10);
 
+/// Heartbeat interval of the tests that run on tokio's paused clock
+/// (`start_paused`): a real-looking interval that costs no real time, and
+/// shorter than [`WAIT`], so a wait for the next heartbeat never gives up
+/// first. Paused time works with the real server: virtual time moves only
+/// when every task is idle, and loopback I/O or a blocking-pool task
+/// (a durable write) keeps it from moving.
+pub const PAUSED_HEARTBEAT: Duration = Duration::from_secs(5);
+
 pub struct TestServer {
     pub addr: SocketAddr,
     pub base: String,

@@ -5,7 +5,7 @@ use serde_json::json;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::helper::http::{self, complete, create, post_json};
-use crate::helper::server::{TestServer, WAIT};
+use crate::helper::server::{PAUSED_HEARTBEAT, TestServer, WAIT};
 use crate::helper::sse::{SseReader, ws_connect, ws_next};
 
 #[tokio::test]
@@ -98,10 +98,11 @@ async fn events_sse_has_ids_replay_and_reset() {
     assert_eq!(r.next_named().await.unwrap().name(), "process-added");
 }
 
-#[tokio::test]
+/// On the paused clock, so the heartbeat interval costs no real time.
+#[tokio::test(start_paused = true)]
 async fn events_sse_filters_by_workspace_and_heartbeats() {
     let s = TestServer::start_with(prochub::server::ServerConfig {
-        heartbeat: std::time::Duration::from_millis(50),
+        heartbeat: PAUSED_HEARTBEAT,
         ..Default::default()
     })
     .await;
@@ -125,20 +126,27 @@ async fn events_sse_filters_by_workspace_and_heartbeats() {
 /// Regression: `/ws` never wrote anything to an idle socket, so a client
 /// that vanished silently (no FIN, e.g. a sleeping laptop) was never
 /// noticed while no events flowed. The server now pings every
-/// `--heartbeat`, and a write that fails ends the socket.
-#[tokio::test]
+/// `--heartbeat`, and a write that fails ends the socket. On the paused
+/// clock: the pings come one interval apart.
+#[tokio::test(start_paused = true)]
 async fn bug_idle_websockets_were_never_pinged() {
     let s = TestServer::start_with(prochub::server::ServerConfig {
-        heartbeat: std::time::Duration::from_millis(50),
+        heartbeat: PAUSED_HEARTBEAT,
         ..Default::default()
     })
     .await;
+    let connecting = tokio::time::Instant::now();
     let mut ws = ws_connect(s.addr, "/ws").await;
     let mut pings = 0;
     while pings < 2 {
         let msg = tokio::time::timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap();
         assert!(matches!(msg, Message::Ping(_)), "only pings on an idle socket: {msg:?}");
         pings += 1;
+        let idle = connecting.elapsed();
+        assert!(
+            idle >= PAUSED_HEARTBEAT * pings && idle < PAUSED_HEARTBEAT * (pings + 1),
+            "ping {pings} after {idle:?} of idleness"
+        );
     }
     // Events still arrive in between.
     let p = create(s.addr, json!({"name": "x"})).await;

@@ -2,10 +2,12 @@
 
 use std::time::Duration;
 
+use tokio::time::Instant;
+
 use serde_json::json;
 
 use crate::helper::http::{self, Method, append, complete, create, get};
-use crate::helper::server::TestServer;
+use crate::helper::server::{PAUSED_HEARTBEAT, TestServer};
 use crate::helper::sse::{SseReader, follow_all};
 
 #[tokio::test]
@@ -144,20 +146,29 @@ async fn replay_while_output_keeps_coming_has_no_gap_or_duplicate() {
     }
 }
 
-#[tokio::test]
+/// On the paused clock: a heartbeat after each whole interval of
+/// idleness, never before, and chunks still come through.
+#[tokio::test(start_paused = true)]
 async fn heartbeats_while_idle() {
+    let every = PAUSED_HEARTBEAT;
     let s = TestServer::start_with(prochub::server::ServerConfig {
-        heartbeat: Duration::from_millis(50),
+        heartbeat: every,
         ..Default::default()
     })
     .await;
     let p = create(s.addr, json!({"name": "x"})).await;
     let id = p["id"].as_str().unwrap();
+    let opening = Instant::now();
     let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
-    for _ in 0..2 {
+    for n in 1..=2 {
         let ev = r.next_named().await.unwrap();
         assert_eq!(ev.name(), "heartbeat");
         assert_eq!(ev.data.as_deref(), Some("{}"));
+        let idle = opening.elapsed();
+        assert!(
+            idle >= every * n && idle < every * (n + 1),
+            "heartbeat {n} after {idle:?} of idleness"
+        );
     }
     append(s.addr, id, "x").await;
     loop {
@@ -171,8 +182,9 @@ async fn heartbeats_while_idle() {
 
 /// Regression: `--heartbeat 0s` made every idle stream (follow and
 /// events) send heartbeats as fast as its client could read them. Zero now
-/// means no heartbeats.
-#[tokio::test]
+/// means no heartbeats. On the paused clock the streams sit idle for an
+/// hour at no cost.
+#[tokio::test(start_paused = true)]
 async fn bug_zero_heartbeat_flooded_idle_streams() {
     let s = TestServer::start_with(prochub::server::ServerConfig {
         heartbeat: Duration::ZERO,
@@ -183,8 +195,8 @@ async fn bug_zero_heartbeat_flooded_idle_streams() {
     let id = p["id"].as_str().unwrap();
     let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
     let mut events = SseReader::open(s.addr, "/api/events", &[]).await;
-    // Both streams sit idle for a while before anything happens.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Both streams sit idle for a long while before anything happens.
+    tokio::time::sleep(Duration::from_secs(3600)).await;
     append(s.addr, id, "x").await;
     let ev = r.next_named().await.unwrap();
     assert_eq!(ev.name(), "chunk", "nothing but the chunk may come first");

@@ -1,3 +1,7 @@
+//! The REST API over a real server: process and workspace lifecycles,
+//! id conflicts, lists and their `Link` pagination, prune and cancel,
+//! server-run commands, and the regressions of PATCH and output.
+
 use serde_json::json;
 
 use crate::helper::http::{self, append, complete, create, get, post_json};

@@ -1,3 +1,6 @@
+//! The store end to end in its simplest use: a process, its output, a
+//! follower, completion; and the emitter gone afterwards.
+
 use prochub::model::{NewProcess, ProcessPatch, Status};
 use prochub::store::FollowEvent;
 

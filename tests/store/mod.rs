@@ -1,8 +1,10 @@
 //! Store tests: FileProcessStore on real temporary folders.
 
 mod basics;
+mod concurrency;
 mod crash;
 mod follow;
+mod lists;
 mod records;
 mod recovery;
 mod retention;

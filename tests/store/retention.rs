@@ -6,11 +6,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use chrono::TimeDelta;
-use prochub::model::{Process, Status, Timestamp};
+use prochub::model::{Process, ProcessPatch, Status, Timestamp};
 use prochub::store::{FileProcessStore, Retention};
 use tokio_util::sync::CancellationToken;
 
-use crate::helper::{TestClock, t0};
+use crate::helper::{TestClock, running, t0, wait_until};
 
 /// Writes a record (and a log) straight into a store folder, with explicit
 /// timestamps, as an older server would have left it.
@@ -146,7 +146,9 @@ async fn prune_keeps_at_most_max_count_inside_max_age_and_never_touches_running(
     assert_eq!(store.process_count(), 3);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// On the paused clock, with the interval `serve` uses: the first prune
+/// runs at once, the next one only a whole interval later.
+#[tokio::test(start_paused = true)]
 async fn periodic_retention_prunes_until_cancelled() {
     let dir = tempfile::tempdir().unwrap();
     let now = t0();
@@ -166,12 +168,30 @@ async fn periodic_retention_prunes_until_cancelled() {
         max_age: Some(Duration::from_secs(7 * 86_400)),
         max_count: None,
     };
-    let task = store.spawn_retention(policy, Duration::from_millis(20), cancel.clone());
-    let deadline = std::time::Instant::now() + Duration::from_secs(5);
-    while store.process_count() > 0 {
-        assert!(std::time::Instant::now() < deadline, "the periodic prune never ran");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    // What `prochub serve` uses (`cli::serve::RETENTION_EVERY`).
+    let every = Duration::from_secs(60);
+    let started = tokio::time::Instant::now();
+    let task = store.spawn_retention(policy, every, cancel.clone());
+    wait_until("the periodic prune ran", Duration::from_secs(5), async || {
+        store.process_count() == 0
+    })
+    .await;
+
+    // A process that ends now is too old a week later, but only the next
+    // tick prunes it.
+    let id = running(&store, "recent").await;
+    store
+        .update_process(&id, ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    clock.set(now + TimeDelta::days(8));
+    tokio::time::sleep_until(started + every - Duration::from_millis(1)).await;
+    assert_eq!(store.process_count(), 1, "no prune between two ticks");
+    wait_until("the next tick pruned", Duration::from_secs(1), async || {
+        store.process_count() == 0
+    })
+    .await;
+
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await

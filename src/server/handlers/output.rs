@@ -8,13 +8,12 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::Id;
+use crate::model::{Id, OutputRange};
 use crate::server::App;
 use crate::server::body::{self, Kind};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::Query;
-use crate::store::OutputRange;
 
 /// JSON body of an append.
 #[derive(Deserialize)]

@@ -1,7 +1,7 @@
 //! [`Follow`], the stream a follower reads: stored output replayed from
 //! where it asked, then live chunks from the process's emitter, catching up
 //! from the log whenever it falls behind, then the final status. See
-//! [`super::output`] for why replay and live never overlap or leave a gap.
+//! [`super::log`] for why replay and live never overlap or leave a gap.
 
 use std::io;
 use std::path::PathBuf;
@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::output::{Chunk, Output, REPLAY_BLOCK, log_text, read_range};
+use super::chunk::Chunk;
+use super::log::{OutputLog, REPLAY_BLOCK, log_text, read_range};
 use crate::model::StatusInfo;
 
 /// What a follower receives.
@@ -31,7 +32,7 @@ pub enum FollowEvent {
 /// with the process's final status. Dropping it unsubscribes at once and
 /// removes the emitter if it was the last follower.
 pub struct Follow {
-    output: Arc<Output>,
+    log: Arc<OutputLog>,
     path: PathBuf,
     /// Next byte offset to deliver.
     pos: u64,
@@ -50,9 +51,9 @@ pub struct Follow {
 }
 
 impl Follow {
-    /// Built by [`Output::subscribe`] under the output lock.
+    /// Built by [`OutputLog::subscribe`] under the log lock.
     pub(super) fn new(
-        output: Arc<Output>,
+        log: Arc<OutputLog>,
         path: PathBuf,
         pos: u64,
         replay_end: u64,
@@ -61,7 +62,7 @@ impl Follow {
         final_status: Option<StatusInfo>,
     ) -> Self {
         Follow {
-            output,
+            log,
             path,
             pos,
             replay_end,
@@ -172,7 +173,7 @@ impl Follow {
         }
         let start = chunk.start();
         if start > self.pos {
-            let stored = self.output.lock().stored;
+            let stored = self.log.lock().stored;
             self.replay_end = stored.min(start).max(self.pos);
             self.gap_to = start;
             self.held = Some(chunk);
@@ -204,7 +205,7 @@ impl Follow {
     /// After a lag or the end of the live part: replay the log up to what is
     /// stored now; anything beyond that which went by is a gap.
     fn catch_up(&mut self) {
-        let st = self.output.lock();
+        let st = self.log.lock();
         self.replay_end = st.stored.max(self.pos);
         if self.rx.is_none() {
             // Finished: whatever was emitted but not stored is gone.
@@ -213,7 +214,7 @@ impl Follow {
     }
 
     async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
-        let (stream, to) = self.output.lock().stream_run(self.pos, self.replay_end);
+        let (stream, to) = self.log.lock().stream_run(self.pos, self.replay_end);
         let (path, from) = (self.path.clone(), self.pos);
         let bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
             .await
@@ -239,7 +240,7 @@ impl Follow {
         self.done = true;
         let status = match self.final_status.take() {
             Some(s) => s,
-            None => self.output.lock().final_status.clone()?,
+            None => self.log.lock().final_status.clone()?,
         };
         Some(FollowEvent::Status(status))
     }
@@ -249,7 +250,7 @@ impl Drop for Follow {
     fn drop(&mut self) {
         // The receiver goes first, so the count below no longer includes it.
         if self.rx.take().is_some() {
-            self.output.release_emitter_if_unused();
+            self.log.release_emitter_if_unused();
         }
     }
 }

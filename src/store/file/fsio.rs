@@ -115,15 +115,51 @@ pub struct Scan {
 /// Records reach `sink` in batches of [`SCAN_BATCH`] on the calling thread
 /// while the parser threads go on, so the caller builds its index during the
 /// parse and never holds all records twice.
-pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str, mut sink: impl FnMut(Vec<T>)) -> Result<Scan>
+pub fn scan_dir<T>(dir: &Path, quarantine: &Path, id_of: fn(&T) -> &str, sink: impl FnMut(Vec<T>)) -> Result<Scan>
 where
     T: DeserializeOwned + Send,
 {
-    // File names only (not full paths): at 100,000 records every byte per
-    // record counts towards the peak memory of an open.
-    let mut names = Vec::new();
-    let mut temp_removed = 0;
-    let mut bad = Vec::new();
+    let Listing {
+        names,
+        mut bad,
+        temp_removed,
+    } = list_records(dir)?;
+    let loaded = parse_records(dir, names, id_of, &mut bad, sink);
+    let mut quarantined = Vec::new();
+    let mut quarantined_stems = Vec::new();
+    for (path, why) in bad {
+        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
+            quarantined_stems.push(stem.to_owned());
+        }
+        quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
+    }
+    Ok(Scan {
+        loaded,
+        quarantined,
+        quarantined_stems,
+        temp_removed,
+    })
+}
+
+/// What a record folder holds, by file name.
+struct Listing {
+    /// `<id>.json` names. File names only (not full paths): at 100,000
+    /// records every byte per record counts towards the peak memory of an
+    /// open.
+    names: Vec<std::ffi::OsString>,
+    /// Files that are not records, and why.
+    bad: Vec<(PathBuf, String)>,
+    temp_removed: usize,
+}
+
+/// Sorts the files of `dir` into records and misfits, removing leftover
+/// temp files of interrupted writes on the way.
+fn list_records(dir: &Path) -> Result<Listing> {
+    let mut listing = Listing {
+        names: Vec::new(),
+        bad: Vec::new(),
+        temp_removed: 0,
+    };
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
@@ -131,13 +167,31 @@ where
         if text.starts_with(TEMP_PREFIX) {
             let path = entry.path();
             fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
-            temp_removed += 1;
+            listing.temp_removed += 1;
         } else if text.strip_suffix(".json").is_some_and(|id| Id::parse(id).is_ok()) {
-            names.push(name);
+            listing.names.push(name);
         } else {
-            bad.push((entry.path(), "file name is not <id>.json".to_string()));
+            listing
+                .bad
+                .push((entry.path(), "file name is not <id>.json".to_string()));
         }
     }
+    Ok(listing)
+}
+
+/// Parses `names` on up to 8 threads, handing `sink` each batch as it
+/// arrives; unreadable files are added to `bad`. Returns how many records
+/// reached `sink`.
+fn parse_records<T>(
+    dir: &Path,
+    names: Vec<std::ffi::OsString>,
+    id_of: fn(&T) -> &str,
+    bad: &mut Vec<(PathBuf, String)>,
+    mut sink: impl FnMut(Vec<T>),
+) -> usize
+where
+    T: DeserializeOwned + Send,
+{
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get()).clamp(1, 8);
     let per = names.len().div_ceil(threads).max(1);
     let mut loaded = 0;
@@ -175,21 +229,7 @@ where
             bad.append(&mut h.join().expect("record parser threads do not panic"));
         }
     });
-    drop(names);
-    let mut quarantined = Vec::new();
-    let mut quarantined_stems = Vec::new();
-    for (path, why) in bad {
-        if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
-            quarantined_stems.push(stem.to_owned());
-        }
-        quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
-    }
-    Ok(Scan {
-        loaded,
-        quarantined,
-        quarantined_stems,
-        temp_removed,
-    })
+    loaded
 }
 
 /// Reads and parses one record into `buf` (reused across records: no

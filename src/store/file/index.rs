@@ -2,10 +2,12 @@
 //! newest-first order that list, filters and cursors walk.
 
 use std::collections::{BTreeSet, HashMap};
+use std::path::PathBuf;
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use super::error::{Result, StoreError};
-use super::output::Output;
+use super::log::OutputLog;
 use crate::model::{Id, Process, Timestamp};
 pub use crate::model::{ListQuery, Page};
 
@@ -22,13 +24,24 @@ pub(crate) struct Entry {
     pub write: tokio::sync::Mutex<()>,
     /// The acknowledged record. std Mutex, held to clone or replace it.
     pub record: Mutex<Process>,
-    pub output: Arc<Output>,
+    pub log: Arc<OutputLog>,
 }
 
 impl Entry {
+    /// The entry of a record whose log is at `log` (`output_bytes`,
+    /// `status` and `output_truncated` say where that log stands).
+    pub fn new(p: Process, log: PathBuf, emitters: &Arc<AtomicUsize>) -> Arc<Entry> {
+        let log = OutputLog::new(log, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+        Arc::new(Entry {
+            write: tokio::sync::Mutex::new(()),
+            record: Mutex::new(p),
+            log: Arc::new(log),
+        })
+    }
+
     pub fn record(&self) -> Process {
         let mut p = crate::sync::lock(&self.record).clone();
-        let st = self.output.lock();
+        let st = self.log.lock();
         p.output_bytes = st.stored;
         p.output_truncated |= st.truncated;
         p

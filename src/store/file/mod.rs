@@ -10,43 +10,67 @@
 //! * Writes to one record are serialised by that record's `write` mutex and
 //!   applied to memory only after the file is durable; writes to different
 //!   records run in parallel on the blocking pool and share folder fsyncs
-//!   (`fsio::DirSync`).
-//! * Output appends are page-cache writes under the process's output lock,
-//!   run through `block_in_place` on a multi-thread runtime (the blocking
-//!   pool elsewhere): a pool round trip per 4 KiB chunk cost 3x the CPU.
+//!   (`durable::DirSync`).
+//! * Output appends are page-cache writes under the process's log lock:
+//!   on the calling task up to `process::INLINE_APPEND_MAX` (measured,
+//!   see there), larger ones through `block_in_place` on a multi-thread
+//!   runtime (the blocking pool elsewhere): a pool round trip per 4 KiB
+//!   chunk cost 3x the CPU.
+//! * Locks nest in the one order written in [`crate::store`]'s module doc.
+//!
+//! # Layout
+//! * here: [`FileProcessStore`], its config, the folder `Layout`, the
+//!   task helpers (`detached`, `blocking`, `blocking_short`);
+//! * `open`: taking `DIR/LOCK`, loading records, settling orphan logs;
+//! * `fsio`: the blocking file primitives (lock file, scan, quarantine);
+//! * `index`: the in-memory index and its `Entry` per process;
+//! * `process`, `creating`, `checks`: process records (create, update,
+//!   delete, output calls), ids whose create is in flight, field rules;
+//! * `workspace`: workspace records;
+//! * `log`, `chunk`, `follow`: a process's output log and emitter, the
+//!   chunks it broadcasts, a follower's replay-then-live stream;
+//! * `events`: lifecycle events and their replay ring;
+//! * `retention`: prune by age and count, on demand and on an interval.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
+mod checks;
+mod chunk;
+mod creating;
 mod events;
 mod follow;
 mod fsio;
 mod index;
-mod output;
+mod log;
+mod open;
 mod process;
 mod retention;
 mod workspace;
 
-use std::collections::{BTreeMap, HashSet};
-use std::fs::{self, File};
+use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
-pub use output::{Chunk, EMITTER_CAPACITY, MAX_CHUNK};
-// `read_output` and `append_output` take and return these: without the
-// re-export no caller outside the store could name them.
-pub use process::{AppendResult, OutputRange};
+pub use log::EMITTER_CAPACITY;
+// `append_output` returns it: without the re-export no caller outside the
+// store could name it.
+pub use process::AppendResult;
+// `read_output` takes it; the model defines it for store and client alike.
+pub use crate::model::OutputRange;
 pub use retention::Retention;
 
-use crate::model::{DEFAULT_WORKSPACE, Id, Process, Timestamp, Workspace};
+use crate::model::{DEFAULT_WORKSPACE, Id, Timestamp, Workspace};
 use fsio::DirSync;
-use index::{Entry, Index};
-use output::Output;
+use index::Index;
+use log::OutputLog;
 
 /// Default per-process output cap (SPEC section 5).
 pub const DEFAULT_MAX_OUTPUT: u64 = 16 * 1024 * 1024;
@@ -89,25 +113,61 @@ pub struct OpenReport {
     pub orphan_logs_removed: usize,
 }
 
+/// Where each kind of file lives below `DIR` (SPEC section 5).
+struct Layout {
+    processes: PathBuf,
+    workspaces: PathBuf,
+    output: PathBuf,
+    /// Created on first use: most stores never quarantine anything.
+    quarantine: PathBuf,
+}
+
+impl Layout {
+    fn new(dir: &Path) -> Self {
+        Layout {
+            processes: dir.join("processes"),
+            workspaces: dir.join("workspaces"),
+            output: dir.join("output"),
+            quarantine: dir.join("quarantine"),
+        }
+    }
+
+    /// `processes/<id>.json`.
+    fn process(&self, id: &str) -> PathBuf {
+        self.processes.join(format!("{id}.json"))
+    }
+
+    /// `workspaces/<id>.json`.
+    fn workspace(&self, id: &str) -> PathBuf {
+        self.workspaces.join(format!("{id}.json"))
+    }
+
+    /// `output/<id>.log`.
+    fn log(&self, id: &str) -> PathBuf {
+        self.output.join(format!("{id}.log"))
+    }
+}
+
 /// The store. Share it as `Arc<FileProcessStore>`.
 pub struct FileProcessStore {
     dir: PathBuf,
     config: StoreConfig,
     /// `DIR/LOCK`, held exclusively for the store's lifetime.
     _lock: File,
-    processes_dir: PathBuf,
-    workspaces_dir: PathBuf,
-    output_dir: PathBuf,
+    files: Layout,
+    /// Shared folder fsyncs of `processes/` and `workspaces/`, for the
+    /// record writes running at once on the blocking pool.
     proc_sync: DirSync,
     ws_sync: DirSync,
     /// The process index. std RwLock: held only to look up, insert or
-    /// collect a page, never across an `.await` or a file operation.
+    /// collect a page, never across an `.await` or a file operation
+    /// (level 3 of the lock order).
     index: RwLock<Index>,
     /// Ids whose create is writing its file right now, so two creates of
     /// one client-chosen id cannot both succeed; the second waits for the
     /// first. std Mutex, brief (the per-id tokio locks are awaited outside it).
-    creating: process::Creating,
-    /// Workspaces by id. std Mutex, brief.
+    creating: creating::Creating,
+    /// Workspaces by id. std Mutex, brief; a leaf of the lock order.
     workspaces: Mutex<BTreeMap<Id, Workspace>>,
     /// Process creates hold it shared, workspace create/delete exclusive,
     /// so a workspace cannot vanish under a create that checked it. tokio
@@ -120,115 +180,6 @@ pub struct FileProcessStore {
 }
 
 impl FileProcessStore {
-    /// Opens (creating if needed) the store in `dir`: takes `DIR/LOCK`,
-    /// loads every record, removes leftover temp files and quarantines
-    /// unreadable ones. Fails at once if another process owns `dir`.
-    pub async fn open(dir: impl Into<PathBuf>, config: StoreConfig) -> Result<Arc<Self>> {
-        let dir = dir.into();
-        tokio::task::spawn_blocking(move || Self::open_blocking(dir, config))
-            .await
-            .map_err(|e| StoreError::Task(e.to_string()))?
-    }
-
-    /// [`FileProcessStore::open`] for callers outside a runtime.
-    pub fn open_blocking(dir: PathBuf, config: StoreConfig) -> Result<Arc<Self>> {
-        fs::create_dir_all(&dir).map_err(StoreError::io("create folder", &dir))?;
-        let lock = fsio::acquire_lock(&dir)?;
-        let processes_dir = dir.join("processes");
-        let workspaces_dir = dir.join("workspaces");
-        let output_dir = dir.join("output");
-        let quarantine = dir.join("quarantine");
-        for d in [&processes_dir, &workspaces_dir, &output_dir] {
-            fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
-        }
-        let mut workspaces = BTreeMap::new();
-        let ws_scan = fsio::scan_dir::<Workspace>(
-            &workspaces_dir,
-            &quarantine,
-            |w| &w.id,
-            |batch| {
-                workspaces.extend(batch.into_iter().map(|w| (w.id.clone(), w)));
-            },
-        )?;
-        // output_bytes is derived from the logs, so their sizes come first;
-        // the index is then built while the records are being parsed.
-        let emitters = Arc::new(AtomicUsize::new(0));
-        let logs = output::log_sizes(&output_dir)?;
-        let mut index = Index::default();
-        let proc_scan = fsio::scan_dir::<Process>(
-            &processes_dir,
-            &quarantine,
-            |p| p.id.as_str(),
-            |batch| {
-                for mut p in batch {
-                    let path = output_dir.join(format!("{}.log", p.id));
-                    p.output_bytes = logs.get(p.id.as_str()).copied().unwrap_or(0);
-                    let out = Output::new(path, p.output_bytes, p.status, p.output_truncated, emitters.clone());
-                    let (created_at, id) = (p.created_at, p.id.clone());
-                    let entry = Arc::new(Entry {
-                        write: tokio::sync::Mutex::new(()),
-                        record: Mutex::new(p),
-                        output: Arc::new(out),
-                    });
-                    index.insert_key(created_at, id, entry);
-                }
-            },
-        )?;
-        let mut report = OpenReport {
-            processes: proc_scan.loaded,
-            workspaces: ws_scan.loaded,
-            temp_removed: ws_scan.temp_removed + proc_scan.temp_removed,
-            ..Default::default()
-        };
-        report.quarantined.extend(ws_scan.quarantined);
-        report.quarantined.extend(proc_scan.quarantined);
-
-        let set_aside: HashSet<&str> = proc_scan.quarantined_stems.iter().map(String::as_str).collect();
-        for id in logs.keys().filter(|id| !index.by_id.contains_key(id.as_str())) {
-            let path = output_dir.join(format!("{id}.log"));
-            if set_aside.contains(id.as_str()) {
-                // Its record was quarantined, not deleted: the output is
-                // part of the evidence and goes with it.
-                let to = fsio::move_to_quarantine(&path, &quarantine, "output of a quarantined record")?;
-                report.quarantined.push(to);
-                continue;
-            }
-            // The log of a record that was deleted (crash between removing
-            // the record and its log): nothing refers to it any more.
-            fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
-            report.orphan_logs_removed += 1;
-        }
-
-        let events = Events::with_clock(config.clock.clone());
-        let store = FileProcessStore {
-            proc_sync: DirSync::new(processes_dir.clone()),
-            ws_sync: DirSync::new(workspaces_dir.clone()),
-            dir,
-            config,
-            _lock: lock,
-            processes_dir,
-            workspaces_dir,
-            output_dir,
-            index: RwLock::new(index),
-            creating: Mutex::default(),
-            workspaces: Mutex::new(workspaces),
-            ws_guard: tokio::sync::RwLock::new(()),
-            events,
-            emitters,
-            report,
-        };
-        store.ensure_default_workspace()?;
-        tracing::info!(
-            dir = %store.dir.display(),
-            processes = store.report.processes,
-            workspaces = store.report.workspaces,
-            quarantined = store.report.quarantined.len(),
-            temp_removed = store.report.temp_removed,
-            "store opened"
-        );
-        Ok(Arc::new(store))
-    }
-
     pub fn dir(&self) -> &Path {
         &self.dir
     }
@@ -271,29 +222,31 @@ impl FileProcessStore {
     }
 
     fn process_path(&self, id: &str) -> PathBuf {
-        self.processes_dir.join(format!("{id}.json"))
+        self.files.process(id)
     }
 
     fn workspace_path(&self, id: &str) -> PathBuf {
-        self.workspaces_dir.join(format!("{id}.json"))
+        self.files.workspace(id)
     }
 
     fn log_path(&self, id: &str) -> PathBuf {
-        self.output_dir.join(format!("{id}.log"))
+        self.files.log(id)
     }
 
+    /// Writes the `default` workspace if the folder has none. Runs at open,
+    /// before the store is shared, so nothing can race the check.
     fn ensure_default_workspace(&self) -> Result<()> {
-        let mut ws = crate::sync::lock(&self.workspaces);
-        if !ws.contains_key(DEFAULT_WORKSPACE) {
-            let w = Workspace {
-                id: Id::default_workspace(),
-                name: "Default".into(),
-                root_path: None,
-                created_at: self.now(),
-            };
-            fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
-            ws.insert(w.id.clone(), w);
+        if self.workspace_exists(DEFAULT_WORKSPACE) {
+            return Ok(());
         }
+        let w = Workspace {
+            id: Id::default_workspace(),
+            name: "Default".into(),
+            root_path: None,
+            created_at: self.now(),
+        };
+        fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
+        crate::sync::lock(&self.workspaces).insert(w.id.clone(), w);
         Ok(())
     }
 
@@ -343,8 +296,8 @@ impl FileProcessStore {
     /// fsyncs every open output log, so output acknowledged before a
     /// graceful shutdown survives a power loss after it.
     pub async fn sync_output(self: &Arc<Self>) -> Result<()> {
-        let outputs: Vec<Arc<Output>> = self.read_index().by_id.values().map(|e| e.output.clone()).collect();
-        Self::blocking(move || outputs.iter().try_for_each(|o| o.sync())).await
+        let logs: Vec<Arc<OutputLog>> = self.read_index().by_id.values().map(|e| e.log.clone()).collect();
+        Self::blocking(move || logs.iter().try_for_each(|l| l.sync())).await
     }
 }
 

@@ -1,19 +1,17 @@
 //! Process records: create, read, list, merge-update, delete, and their
 //! output (append, read, follow).
 
-use std::sync::{Arc, Mutex};
-
-use serde_json::Value;
+use std::sync::Arc;
 
 use super::FileProcessStore;
+use super::checks;
 use super::error::{Result, StoreError};
 use super::follow::Follow;
 use super::fsio;
 use super::index::{Entry, ListQuery, Page};
-use super::output::Output;
+use super::log;
 use crate::model::{
-    self, EventKind, Id, MAX_METADATA_BYTES, MAX_NAME_LEN, NewProcess, Process, ProcessPatch, Status, StreamKind,
-    format_duration,
+    EventKind, Id, NewProcess, OutputRange, Process, ProcessPatch, Status, StreamKind, Timestamp, format_duration,
 };
 
 /// Appends up to this size are written on the calling task, without
@@ -26,16 +24,6 @@ use crate::model::{
 /// Larger appends still go through `blocking_short`.
 pub const INLINE_APPEND_MAX: usize = 64 * 1024;
 
-/// Which part of the stored output to read.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum OutputRange {
-    All,
-    /// From this byte offset to the end.
-    From(u64),
-    /// The last N bytes.
-    Tail(u64),
-}
-
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
@@ -46,33 +34,9 @@ pub struct AppendResult {
     pub offset: u64,
 }
 
-fn check_name(name: &str) -> Result<()> {
-    if name.trim().is_empty() {
-        return Err(StoreError::invalid("name", "must not be empty"));
-    }
-    if name.chars().count() > MAX_NAME_LEN {
-        return Err(StoreError::invalid(
-            "name",
-            format!("must be at most {MAX_NAME_LEN} characters"),
-        ));
-    }
-    Ok(())
-}
-
-fn check_metadata(m: &serde_json::Map<String, Value>) -> Result<()> {
-    let size = serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
-    if size > MAX_METADATA_BYTES {
-        return Err(StoreError::invalid(
-            "metadata",
-            format!("is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed"),
-        ));
-    }
-    Ok(())
-}
-
 /// Sets `started_at`, `ended_at` and `duration` for a record entering
 /// `status` at `now`.
-fn stamp_transition(p: &mut Process, status: Status, now: model::Timestamp) {
+fn stamp_transition(p: &mut Process, status: Status, now: Timestamp) {
     if status == Status::Running && p.started_at.is_none() {
         p.started_at = Some(now);
     }
@@ -81,24 +45,6 @@ fn stamp_transition(p: &mut Process, status: Status, now: model::Timestamp) {
         p.duration = p.duration_ms().map(format_duration);
     }
     p.status = status;
-}
-
-/// Ids whose create is writing its file, each with a lock the creating
-/// request holds until it has finished (inserted into the index, or failed).
-pub(crate) type Creating = Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<()>>>>;
-
-/// Takes an id out of the "being created" map when the create ends, however
-/// it ends, and then (field drop order) releases the requests waiting on it.
-struct CreatingGuard<'a> {
-    map: &'a Creating,
-    id: String,
-    _held: tokio::sync::OwnedMutexGuard<()>,
-}
-
-impl Drop for CreatingGuard<'_> {
-    fn drop(&mut self) {
-        crate::sync::lock(self.map).remove(&self.id);
-    }
 }
 
 impl FileProcessStore {
@@ -110,122 +56,32 @@ impl FileProcessStore {
     }
 
     async fn create_process_inner(self: Arc<Self>, new: NewProcess) -> Result<Process> {
-        let id = match new.id {
-            Some(id) => StoreError::parse_id("process", &id)?,
-            None => Id::generate(),
-        };
-        check_name(&new.name)?;
-        let metadata = new.metadata.unwrap_or_default();
-        check_metadata(&metadata)?;
-        let workspace = match new.workspace {
-            Some(w) => StoreError::parse_id("workspace", &w)?,
-            None => Id::default_workspace(),
-        };
-        if let Some(cmd) = &new.command
-            && cmd.first().is_none_or(|c| c.is_empty())
-        {
-            return Err(StoreError::invalid("command", "must name a program"));
-        }
-
+        let (id, workspace) = check_new(&new)?;
         let _ws = self.ws_guard.read().await;
         if !self.workspace_exists(&workspace) {
             return Err(StoreError::UnknownWorkspace(workspace.into_string()));
         }
         let _creating = self.reserve_id(&id).await?;
-
-        let now = self.now();
-        let status = new.status.unwrap_or_default();
-        let mut p = Process {
-            id: id.clone(),
-            workspace,
-            name: new.name,
-            status: Status::Queued,
-            created_at: now,
-            updated_at: now,
-            started_at: None,
-            ended_at: None,
-            duration: None,
-            result: new.result,
-            error: new.error,
-            metadata,
-            command: new.command,
-            exit_code: new.exit_code,
-            exit_signal: None,
-            output_bytes: 0,
-            output_truncated: false,
-        };
-        stamp_transition(&mut p, status, now);
-        let path = self.process_path(&id);
-        let record = p.clone();
-        let store = self.clone();
-        Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.proc_sync)).await?;
-
-        let out = Output::new(self.log_path(&id), 0, p.status, false, self.emitters.clone());
-        let entry = Arc::new(Entry {
-            write: tokio::sync::Mutex::new(()),
-            record: Mutex::new(p.clone()),
-            output: Arc::new(out),
-        });
+        let p = new_record(id, workspace, new, self.now());
+        self.write_record(&p).await?;
+        let entry = Entry::new(p.clone(), self.log_path(&p.id), &self.emitters);
         self.write_index().insert(&p, entry);
         self.events.process(EventKind::ProcessAdded, &p);
         Ok(p)
     }
 
-    /// Claims `id` for a create. An id already stored is
-    /// [`StoreError::ProcessExists`]; an id another request is creating right
-    /// now is waited for, so a retried create (an offline queue re-sending
-    /// after a dropped connection) always gets a definite answer: the stored
-    /// record, or the id to itself if the first attempt failed.
-    async fn reserve_id(&self, id: &str) -> Result<CreatingGuard<'_>> {
-        loop {
-            let in_flight = {
-                let index = self.read_index();
-                if let Some(existing) = index.by_id.get(id) {
-                    return Err(StoreError::ProcessExists {
-                        existing: Box::new(existing.record()),
-                    });
-                }
-                let mut creating = crate::sync::lock(&self.creating);
-                match creating.get(id) {
-                    Some(lock) => lock.clone(),
-                    None => {
-                        let lock = Arc::new(tokio::sync::Mutex::new(()));
-                        let held = lock.clone().try_lock_owned().expect("a new lock is free");
-                        creating.insert(id.to_owned(), lock);
-                        return Ok(CreatingGuard {
-                            map: &self.creating,
-                            id: id.to_owned(),
-                            _held: held,
-                        });
-                    }
-                }
-            };
-            // The other create releases this when it has finished; then
-            // look again.
-            drop(in_flight.lock().await);
-        }
-    }
-
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {
-        self.read_index()
-            .by_id
-            .get(id)
-            .cloned()
-            .ok_or_else(|| StoreError::NotFound {
-                kind: "process",
-                id: id.to_owned(),
-            })
+        self.read_index().by_id.get(id).cloned().ok_or_else(|| not_found(id))
     }
 
-    /// Whether `entry` is still the indexed record of its id (it may have
-    /// been deleted while a writer waited for its lock).
-    fn still_indexed(&self, id: &str, entry: &Arc<Entry>) -> Result<()> {
+    /// Takes `entry`'s write lock, for a writer of an existing record, and
+    /// checks that it is still the indexed record of `id`: it may have been
+    /// deleted while the writer waited.
+    async fn lock_current<'e>(&self, id: &str, entry: &'e Arc<Entry>) -> Result<tokio::sync::MutexGuard<'e, ()>> {
+        let write = entry.write.lock().await;
         match self.read_index().by_id.get(id) {
-            Some(e) if Arc::ptr_eq(e, entry) => Ok(()),
-            _ => Err(StoreError::NotFound {
-                kind: "process",
-                id: id.to_owned(),
-            }),
+            Some(e) if Arc::ptr_eq(e, entry) => Ok(write),
+            _ => Err(not_found(id)),
         }
     }
 
@@ -260,77 +116,73 @@ impl FileProcessStore {
 
     async fn update_process_inner(self: Arc<Self>, id: &str, patch: ProcessPatch) -> Result<Process> {
         if let Some(name) = &patch.name {
-            check_name(name)?;
+            checks::name(name)?;
         }
         let entry = self.entry(id)?;
-        let _write = entry.write.lock().await;
-        self.still_indexed(id, &entry)?;
+        let _write = self.lock_current(id, &entry).await?;
         let current = entry.record();
+        let next = self.patched(&current, &patch)?;
+        let finishing = next.status.is_terminal() && !current.status.is_terminal();
+        if finishing {
+            return self.write_terminal(&entry, current.status, next).await;
+        }
+        let starting = current.status == Status::Queued && next.status == Status::Running;
+        self.write_record(&next).await?;
+        entry.set_record(next);
+        if starting {
+            entry.log.reopen_for_appends();
+        }
+        Ok(self.updated(&entry))
+    }
+
+    /// `current` with `patch` applied, its status move checked and stamped.
+    fn patched(&self, current: &Process, patch: &ProcessPatch) -> Result<Process> {
         let mut next = current.clone();
-        if let Some(name) = patch.name {
-            next.name = name;
+        patch.apply(&mut next).map_err(checks::patch_error)?;
+        if patch.metadata.is_some() {
+            checks::metadata(&next.metadata)?;
         }
-        // `"metadata": null` removes the member (RFC 7396); the record's
-        // metadata is always an object, so it becomes empty. Regression: it
-        // was a 400 "must be an object".
-        if patch.metadata.as_ref().is_some_and(Value::is_null) {
-            next.metadata.clear();
-        }
-        if let Some(result) = patch.result {
-            next.result = (!result.is_null()).then_some(result);
-        }
-        if let Some(error) = patch.error {
-            next.error = error;
-        }
-        if let Some(code) = patch.exit_code {
-            next.exit_code = code;
-        }
-        if let Some(signal) = patch.exit_signal {
-            next.exit_signal = Some(signal);
-        }
-        if let Some(m) = patch.metadata.filter(|m| !m.is_null()) {
-            let mut merged = Value::Object(std::mem::take(&mut next.metadata));
-            model::merge_patch(&mut merged, &m);
-            next.metadata = match merged {
-                Value::Object(map) => map,
-                _ => return Err(StoreError::invalid("metadata", "must be an object")),
-            };
-            check_metadata(&next.metadata)?;
-        }
-        let now = self.now();
         let to = patch.status.unwrap_or(current.status);
         if !current.status.can_move_to(to) {
             return Err(StoreError::BadTransition {
-                id: id.to_owned(),
+                id: current.id.to_string(),
                 from: current.status,
                 to,
             });
         }
-        let finishing = to.is_terminal() && !current.status.is_terminal();
+        let now = self.now();
         stamp_transition(&mut next, to, now);
         next.updated_at = now;
-        if finishing {
-            next.output_bytes = entry.output.close_for_appends(to);
-            let out = entry.output.clone();
-            Self::blocking(move || out.sync()).await?;
-        }
-        let written = self.write_record(&next).await;
+        Ok(next)
+    }
+
+    /// Writes the record of a process entering a terminal status, and only
+    /// then ends its emitter. Appends stop first, so the record's
+    /// `output_bytes` is final, and the log is fsynced before the record
+    /// says the process is done; if either write fails the process takes
+    /// output again as before.
+    async fn write_terminal(self: &Arc<Self>, entry: &Arc<Entry>, was: Status, mut next: Process) -> Result<Process> {
+        next.output_bytes = entry.log.close_for_appends(next.status);
+        let log = entry.log.clone();
+        let written = match Self::blocking(move || log.sync()).await {
+            Ok(()) => self.write_record(&next).await,
+            Err(e) => Err(e),
+        };
         if let Err(e) = written {
-            if finishing {
-                entry.output.restore_status(current.status);
-            }
+            entry.log.restore_status(was);
             return Err(e);
         }
-        entry.set_record(next.clone());
-        if current.status == Status::Queued && to == Status::Running {
-            entry.output.reopen_for_appends();
-        }
-        if finishing {
-            entry.output.finish(next.status_info());
-        }
-        let next = entry.record();
-        self.events.process(EventKind::ProcessUpdated, &next);
-        Ok(next)
+        let info = next.status_info();
+        entry.set_record(next);
+        entry.log.finish(info);
+        Ok(self.updated(entry))
+    }
+
+    /// The record as now stored, announced as updated.
+    fn updated(&self, entry: &Entry) -> Process {
+        let p = entry.record();
+        self.events.process(EventKind::ProcessUpdated, &p);
+        p
     }
 
     async fn write_record(self: &Arc<Self>, p: &Process) -> Result<()> {
@@ -350,10 +202,9 @@ impl FileProcessStore {
 
     pub(crate) async fn delete_process_inner(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
-        let _write = entry.write.lock().await;
-        self.still_indexed(id, &entry)?;
+        let _write = self.lock_current(id, &entry).await?;
         let mut p = entry.record();
-        entry.output.close_for_appends(Status::Cancelled);
+        entry.log.close_for_appends(Status::Cancelled);
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
         let removed = Self::blocking(move || {
@@ -373,7 +224,7 @@ impl FileProcessStore {
             // output. The unlink (or its folder fsync) failed: the record
             // is still indexed, so the process keeps its status (and a
             // running one keeps taking output).
-            entry.output.restore_status(p.status);
+            entry.log.restore_status(p.status);
             return Err(e);
         }
         self.write_index().remove(&p);
@@ -381,7 +232,7 @@ impl FileProcessStore {
             let now = self.now();
             stamp_transition(&mut p, Status::Cancelled, now);
         }
-        entry.output.finish(p.status_info());
+        entry.log.finish(p.status_info());
         self.events.process(EventKind::ProcessRemoved, &p);
         Ok(())
     }
@@ -396,7 +247,7 @@ impl FileProcessStore {
     ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
-        let (out, id2) = (entry.output.clone(), id.to_owned());
+        let (out, id2) = (entry.log.clone(), id.to_owned());
         let appended = if content.len() <= INLINE_APPEND_MAX {
             out.append_blocking(&id2, content, stream, max)?
         } else {
@@ -408,7 +259,7 @@ impl FileProcessStore {
                 .await?;
         }
         Ok(AppendResult {
-            output_bytes: entry.output.lock().stored,
+            output_bytes: entry.log.lock().stored,
             offset: appended.total,
         })
     }
@@ -416,8 +267,7 @@ impl FileProcessStore {
     /// Persists `output_truncated: true` (once per process).
     async fn mark_truncated(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
-        let _write = entry.write.lock().await;
-        self.still_indexed(id, &entry)?;
+        let _write = self.lock_current(id, &entry).await?;
         let mut p = entry.record();
         p.output_truncated = true;
         self.write_record(&p).await?;
@@ -429,7 +279,7 @@ impl FileProcessStore {
     /// character starts at the next one, invalid bytes become U+FFFD.
     pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
         let entry = self.entry(id)?;
-        let stored = entry.output.lock().stored;
+        let stored = entry.log.lock().stored;
         let from = match range {
             OutputRange::All => 0,
             OutputRange::From(n) => n.min(stored),
@@ -437,7 +287,7 @@ impl FileProcessStore {
         };
         let path = self.log_path(id);
         let bytes = Self::blocking(move || {
-            super::output::read_range(&path, from, stored, usize::MAX).or_else(|e| {
+            log::read_range(&path, from, stored, usize::MAX).or_else(|e| {
                 if e.kind() == std::io::ErrorKind::NotFound {
                     Ok(Vec::new())
                 } else {
@@ -446,7 +296,7 @@ impl FileProcessStore {
             })
         })
         .await?;
-        Ok(super::output::log_text(bytes).into_bytes())
+        Ok(log::log_text(bytes).into_bytes())
     }
 
     /// Follows a process's output: replay from byte `from` (None: only what
@@ -454,6 +304,57 @@ impl FileProcessStore {
     pub fn subscribe(&self, id: &Id, from: Option<u64>) -> Result<Follow> {
         let entry = self.entry(id)?;
         let current = entry.record().status_info();
-        Ok(entry.output.subscribe(from, current))
+        Ok(entry.log.subscribe(from, current))
     }
+}
+
+fn not_found(id: &str) -> StoreError {
+    StoreError::NotFound {
+        kind: "process",
+        id: id.to_owned(),
+    }
+}
+
+/// Checks a create's fields before anything is locked or written; returns
+/// its id (generated when absent) and workspace (`default` when absent).
+fn check_new(new: &NewProcess) -> Result<(Id, Id)> {
+    let id = match &new.id {
+        Some(id) => StoreError::parse_id("process", id)?,
+        None => Id::generate(),
+    };
+    checks::name(&new.name)?;
+    if let Some(m) = &new.metadata {
+        checks::metadata(m)?;
+    }
+    let workspace = match &new.workspace {
+        Some(w) => StoreError::parse_id("workspace", w)?,
+        None => Id::default_workspace(),
+    };
+    checks::command(new.command.as_deref())?;
+    Ok((id, workspace))
+}
+
+/// The record a checked create becomes, stamped at `now`.
+fn new_record(id: Id, workspace: Id, new: NewProcess, now: Timestamp) -> Process {
+    let mut p = Process {
+        id,
+        workspace,
+        name: new.name,
+        status: Status::Queued,
+        created_at: now,
+        updated_at: now,
+        started_at: None,
+        ended_at: None,
+        duration: None,
+        result: new.result,
+        error: new.error,
+        metadata: new.metadata.unwrap_or_default(),
+        command: new.command,
+        exit_code: new.exit_code,
+        exit_signal: None,
+        output_bytes: 0,
+        output_truncated: false,
+    };
+    stamp_transition(&mut p, new.status.unwrap_or_default(), now);
+    p
 }

@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use super::error::{Result, StoreError};
-use super::{FileProcessStore, fsio};
-use crate::model::{DEFAULT_WORKSPACE, EventKind, Id, MAX_NAME_LEN, NewWorkspace, Workspace};
+use super::{FileProcessStore, checks, fsio};
+use crate::model::{DEFAULT_WORKSPACE, EventKind, Id, NewWorkspace, Workspace};
 
 impl FileProcessStore {
     /// Registers a workspace. Returns it and whether it was created (false:
@@ -20,15 +20,7 @@ impl FileProcessStore {
             Some(id) => StoreError::parse_id("workspace", &id)?,
             None => Id::generate(),
         };
-        if new.name.trim().is_empty() {
-            return Err(StoreError::invalid("name", "must not be empty"));
-        }
-        if new.name.chars().count() > MAX_NAME_LEN {
-            return Err(StoreError::invalid(
-                "name",
-                format!("must be at most {MAX_NAME_LEN} characters"),
-            ));
-        }
+        checks::name(&new.name)?;
         let _guard = self.ws_guard.write().await;
         if let Some(existing) = self.workspace(&id) {
             return Ok((existing, false));
@@ -46,7 +38,7 @@ impl FileProcessStore {
         Ok((w, true))
     }
 
-    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<crate::model::Id, Workspace>> {
+    fn lock_workspaces(&self) -> std::sync::MutexGuard<'_, std::collections::BTreeMap<Id, Workspace>> {
         crate::sync::lock(&self.workspaces)
     }
 

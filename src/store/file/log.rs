@@ -1,10 +1,12 @@
-//! Output of one process: the append-only log `output/<id>.log` and its
-//! lazily created broadcast emitter. [`super::follow`] is the
-//! replay-then-live stream a follower reads from them.
+//! The output log of one process: `output/<id>.log`, appended under one
+//! lock that also guards the process's lazily created broadcast emitter,
+//! and the blocking reads of a log (ranges at character boundaries, sizes
+//! at open). [`super::follow`] is the replay-then-live stream a follower
+//! reads from it; [`super::chunk`] is what the emitter carries.
 //!
 //! # Why replay and live never overlap or leave a gap
 //! An append writes the bytes to the log, advances `stored`/`total` and
-//! broadcasts the chunk, all under the process's `OutputState` lock. A
+//! broadcasts the chunk, all under the process's `LogState` lock. A
 //! subscriber takes the same lock to read `stored` and subscribe to the
 //! emitter. So every byte below the `stored` it saw is in the log, and every
 //! chunk after it arrives on its receiver; chunks already covered by the
@@ -14,11 +16,11 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use bytes::Bytes;
 use tokio::sync::broadcast;
 
+use super::chunk::Chunk;
 use super::error::{Result, StoreError};
 use super::follow::Follow;
 use crate::model::{Status, StatusInfo, StreamKind};
@@ -26,10 +28,6 @@ use crate::model::{Status, StatusInfo, StreamKind};
 /// Chunks an emitter buffers for its slowest subscriber before that one is
 /// told it lagged (and catches up from the log).
 pub const EMITTER_CAPACITY: usize = 1024;
-/// Appends larger than this are split (at character boundaries) into several
-/// chunks, so an emitter's buffer holds at most
-/// `EMITTER_CAPACITY * MAX_CHUNK` bytes = 16 MiB.
-pub const MAX_CHUNK: usize = 16 * 1024;
 /// Most runs of one pipe (stdout/stderr) remembered per process so replayed
 /// output keeps its `stream` tag; past this, replay of later output is
 /// untagged. 16 bytes each: at most 1 MiB per process.
@@ -37,41 +35,10 @@ pub const MAX_STREAM_RUNS: usize = 65_536;
 /// Size of one read from the log while replaying or catching up.
 pub const REPLAY_BLOCK: usize = 64 * 1024;
 
-/// One piece of output as it travels from an append to its followers.
-#[derive(Debug)]
-pub struct Chunk {
-    /// Byte offset of the output after this chunk (the SSE `id`).
-    pub offset: u64,
-    /// Always valid UTF-8 and never split inside a character.
-    pub content: String,
-    /// Set for chunks of server-run commands, live only (replayed output
-    /// comes from the log, which does not keep it).
-    pub stream: Option<StreamKind>,
-    /// A transport's encoding of this chunk (e.g. the SSE frame), filled by
-    /// the first follower that needs it so 1,000 followers encode it once.
-    pub encoded: OnceLock<Bytes>,
-}
-
-impl Chunk {
-    pub fn new(offset: u64, content: String, stream: Option<StreamKind>) -> Self {
-        Chunk {
-            offset,
-            content,
-            stream,
-            encoded: OnceLock::new(),
-        }
-    }
-
-    /// Offset of the first byte of this chunk.
-    pub fn start(&self) -> u64 {
-        self.offset - self.content.len() as u64
-    }
-}
-
 /// The mutable output state of one process. Append, subscribe, completion
 /// and follower teardown take this std Mutex; it is held for one page-cache
 /// write at most and never across an `.await`.
-pub(crate) struct OutputState {
+pub(crate) struct LogState {
     path: PathBuf,
     /// The open log. Arc so that an fsync can run on a clone of the handle
     /// without holding this lock (an fsync can take many milliseconds, and
@@ -107,7 +74,29 @@ pub(crate) struct OutputState {
     streams: Vec<(u64, Option<StreamKind>)>,
 }
 
-impl OutputState {
+impl LogState {
+    /// Writes `bytes` at the end of the log (opening it on first use) and
+    /// counts them as stored. A failed write is cut back off, so the log
+    /// never holds bytes beyond `stored` that later offsets would skip.
+    fn write(&mut self, bytes: &[u8], stream: Option<StreamKind>) -> Result<()> {
+        if self.file.is_none() {
+            let f = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)
+                .map_err(StoreError::io("open output log", &self.path))?;
+            self.file = Some(Arc::new(f));
+        }
+        let mut file: &File = self.file.as_deref().expect("opened just above");
+        if let Err(e) = file.write_all(bytes) {
+            let _ = file.set_len(self.stored);
+            return Err(StoreError::io("append to", &self.path)(e));
+        }
+        self.note_stream(stream);
+        self.stored += bytes.len() as u64;
+        Ok(())
+    }
+
     /// Records that stored output from `stored` on comes from `stream`.
     fn note_stream(&mut self, stream: Option<StreamKind>) {
         let current = self.streams.last().and_then(|r| r.1);
@@ -134,9 +123,9 @@ impl OutputState {
     }
 }
 
-/// Shared handle of a process's output.
-pub(crate) struct Output {
-    pub state: Mutex<OutputState>,
+/// Shared handle of a process's output log and emitter.
+pub(crate) struct OutputLog {
+    pub state: Mutex<LogState>,
     /// Live emitters across the store (observable in tests and /healthz).
     emitters: Arc<AtomicUsize>,
 }
@@ -149,10 +138,10 @@ pub(crate) struct Appended {
     pub newly_truncated: bool,
 }
 
-impl Output {
+impl OutputLog {
     pub fn new(path: PathBuf, stored: u64, status: Status, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
-        Output {
-            state: Mutex::new(OutputState {
+        OutputLog {
+            state: Mutex::new(LogState {
                 path,
                 file: None,
                 stored,
@@ -169,15 +158,15 @@ impl Output {
         }
     }
 
-    pub fn lock(&self) -> MutexGuard<'_, OutputState> {
+    pub fn lock(&self) -> MutexGuard<'_, LogState> {
         crate::sync::lock(&self.state)
     }
 
     /// Appends `content`. Blocking (one page-cache write under the lock):
     /// the store calls it inline for appends up to `INLINE_APPEND_MAX` and
-    /// through `blocking_short` for larger ones. Stores it unless that would pass `max_output`, in which
-    /// case it is only broadcast and the output is marked truncated from
-    /// then on.
+    /// through `blocking_short` for larger ones. Stores it unless that would
+    /// pass `max_output`, in which case it is only broadcast and the output
+    /// is marked truncated from then on.
     pub fn append_blocking(
         &self,
         id: &str,
@@ -192,26 +181,10 @@ impl Output {
                 status: st.status,
             });
         }
-        let mut newly_truncated = false;
         let len = content.len() as u64;
+        let mut newly_truncated = false;
         if !st.truncated && st.stored + len <= max_output {
-            if st.file.is_none() {
-                let f = OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&st.path)
-                    .map_err(StoreError::io("open output log", &st.path))?;
-                st.file = Some(Arc::new(f));
-            }
-            let mut file: &File = st.file.as_deref().expect("opened just above");
-            if let Err(e) = file.write_all(content.as_bytes()) {
-                // Cut a partial write back off, so the log never holds
-                // bytes beyond `stored` that later offsets would skip.
-                let _ = file.set_len(st.stored);
-                return Err(StoreError::io("append to", &st.path)(e));
-            }
-            st.note_stream(stream);
-            st.stored += len;
+            st.write(content.as_bytes(), stream)?;
         } else if !st.truncated && len > 0 {
             st.truncated = true;
             newly_truncated = true;
@@ -219,16 +192,10 @@ impl Output {
         let start = st.total;
         st.total += len;
         if let Some(tx) = &st.emitter {
-            if content.len() <= MAX_CHUNK {
-                // The common case: the content becomes the chunk, no copy.
-                let _ = tx.send(Arc::new(Chunk::new(st.total, content, stream)));
-            } else {
-                for (at, piece) in split_chunks(&content) {
-                    let end = start + (at + piece.len()) as u64;
-                    // An error only means nobody is subscribed right now.
-                    let _ = tx.send(Arc::new(Chunk::new(end, piece.to_owned(), stream)));
-                }
-            }
+            // An error only means nobody is subscribed right now.
+            Chunk::split(start, content, stream, |c| {
+                let _ = tx.send(Arc::new(c));
+            });
         }
         Ok(Appended {
             total: st.total,
@@ -252,7 +219,7 @@ impl Output {
         self.restore_status(Status::Running);
     }
 
-    /// Undoes [`Output::close_for_appends`] after the record write that
+    /// Undoes [`OutputLog::close_for_appends`] after the record write that
     /// was to follow it failed: the process is `status` again, and takes
     /// appends only if that is `running`. Regression: a failed cancel of a
     /// queued process reopened it as running, so it took output.
@@ -337,30 +304,6 @@ impl Output {
         drop(st);
         follow
     }
-}
-
-/// Splits `s` into pieces of at most [`MAX_CHUNK`] bytes at character
-/// boundaries, with each piece's byte index.
-fn split_chunks(s: &str) -> impl Iterator<Item = (usize, &str)> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at >= s.len() {
-            return None;
-        }
-        let end = floor_char_boundary(s.as_bytes(), (at + MAX_CHUNK).min(s.len()));
-        let end = if end <= at { s.len() } else { end };
-        let piece = (at, &s[at..end]);
-        at = end;
-        Some(piece)
-    })
-}
-
-/// The largest index `<= i` that is not inside a UTF-8 sequence.
-fn floor_char_boundary(b: &[u8], mut i: usize) -> usize {
-    while i > 0 && i < b.len() && (b[i] & 0xC0) == 0x80 {
-        i -= 1;
-    }
-    i
 }
 
 /// Length of the longest prefix of `b` that does not end inside an
@@ -448,15 +391,6 @@ pub(crate) fn log_sizes(dir: &Path) -> Result<std::collections::HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn splitting_never_cuts_a_character() {
-        let s = "é".repeat(MAX_CHUNK);
-        let pieces: Vec<_> = split_chunks(&s).collect();
-        assert!(pieces.len() > 1);
-        assert_eq!(pieces.iter().map(|(_, p)| *p).collect::<String>(), s);
-        assert!(pieces.iter().all(|(_, p)| p.len() <= MAX_CHUNK));
-    }
 
     #[test]
     fn ranges_end_on_character_boundaries() {
