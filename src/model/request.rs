@@ -104,22 +104,40 @@ pub enum PatchError {
     MetadataNotObject,
 }
 
+/// The plain fields a patch edits, borrowed from a stored record or from a
+/// create that has not been sent yet: one place applies them to both.
+struct Editable<'a> {
+    name: &'a mut String,
+    result: &'a mut Option<Value>,
+    error: &'a mut Option<String>,
+    exit_code: &'a mut Option<i32>,
+}
+
 impl ProcessPatch {
+    fn apply_fields(&self, f: Editable<'_>) {
+        if let Some(name) = &self.name {
+            *f.name = name.clone();
+        }
+        if let Some(result) = &self.result {
+            *f.result = (!result.is_null()).then(|| result.clone());
+        }
+        if let Some(error) = &self.error {
+            *f.error = error.clone();
+        }
+        if let Some(code) = self.exit_code {
+            *f.exit_code = code;
+        }
+    }
+
     /// Applies every editable field but `status` to a stored record; the
     /// status move is the store's to check and stamp.
     pub fn apply(&self, p: &mut Process) -> Result<(), PatchError> {
-        if let Some(name) = &self.name {
-            p.name = name.clone();
-        }
-        if let Some(result) = &self.result {
-            p.result = (!result.is_null()).then(|| result.clone());
-        }
-        if let Some(error) = &self.error {
-            p.error = error.clone();
-        }
-        if let Some(code) = self.exit_code {
-            p.exit_code = code;
-        }
+        self.apply_fields(Editable {
+            name: &mut p.name,
+            result: &mut p.result,
+            error: &mut p.error,
+            exit_code: &mut p.exit_code,
+        });
         if let Some(signal) = &self.exit_signal {
             p.exit_signal = Some(signal.clone());
         }
@@ -131,24 +149,18 @@ impl ProcessPatch {
 
     /// Applies the patch, status included, to a create that has not been
     /// sent yet (the client's offline queue folds updates into it).
+    /// `exit_signal` is not here: a create has no such field, and only the
+    /// runner (never a client's queued patch) sets one.
     pub fn apply_to_new(&self, p: &mut NewProcess) -> Result<(), PatchError> {
-        if let Some(name) = &self.name {
-            p.name = name.clone();
-        }
         if let Some(s) = self.status {
             p.status = Some(s);
         }
-        if let Some(result) = &self.result {
-            p.result = (!result.is_null()).then(|| result.clone());
-        }
-        if let Some(error) = &self.error {
-            p.error = error.clone();
-        }
-        if let Some(code) = self.exit_code {
-            p.exit_code = code;
-        }
-        // `exit_signal` is not here: a create has no such field, and only
-        // the runner (never a client's queued patch) sets one.
+        self.apply_fields(Editable {
+            name: &mut p.name,
+            result: &mut p.result,
+            error: &mut p.error,
+            exit_code: &mut p.exit_code,
+        });
         if let Some(m) = &self.metadata {
             merge_metadata(p.metadata.get_or_insert_with(Map::new), m)?;
         }
