@@ -101,6 +101,7 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let _open = crate::metrics::get().open(crate::metrics::ConnKind::Ws);
     // A child token, so sockets do not contend on the server token's lock.
     let shutdown = app.shutdown.child_token();
     // A ping every heartbeat interval (events or not: filtered-out events

@@ -25,6 +25,7 @@ mod index;
 mod output;
 mod process;
 mod retention;
+mod stats;
 mod workspace;
 
 use std::collections::{BTreeMap, HashSet};
@@ -201,8 +202,8 @@ impl FileProcessStore {
 
         let events = Events::with_clock(config.clock.clone());
         let store = FileProcessStore {
-            proc_sync: DirSync::new(processes_dir.clone()),
-            ws_sync: DirSync::new(workspaces_dir.clone()),
+            proc_sync: DirSync::new(processes_dir.clone()).with_fsync_hook(crate::metrics::observe_fsync),
+            ws_sync: DirSync::new(workspaces_dir.clone()).with_fsync_hook(crate::metrics::observe_fsync),
             dir,
             config,
             _lock: lock,
