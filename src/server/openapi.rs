@@ -28,10 +28,11 @@ pub const ID_PATTERN: &str = "^[A-Za-z0-9_-]{1,64}$";
 const NAME_PATTERN: &str =
     "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 /// A list cursor: `<seconds>.<nanoseconds>.<id>`, or the older `<millis>.<id>`.
-const CURSOR_PATTERN: &str = "^(-?[0-9]{1,11}\\.[0-9]{1,9}|-?[0-9]{1,14})\\.[A-Za-z0-9_-]{1,64}$";
-/// A humantime duration such as `7d`, `2h 30m` or `90s` (the common forms).
+const CURSOR_PATTERN: &str = "^$|^(-?[0-9]{1,11}\\.[0-9]{1,9}|-?[0-9]{1,14})\\.[A-Za-z0-9_-]{1,64}$";
+/// A humantime duration such as `7d`, `2h 30m` or `90s` (the common forms),
+/// or a bare `0`.
 const DURATION_PATTERN: &str = concat!(
-    "^[0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|",
+    "^0$|^[0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|",
     "hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)",
     "( ?[0-9]{1,9}(nanos|nsec|ns|usec|us|millis|msec|ms|seconds|second|secs|sec|s|minutes|minute|mins|min|m|",
     "hours|hour|hrs|hr|h|days|day|d|weeks|week|wks|wk|w|months|month|M|years|year|yrs|yr|y)){0,3}$"
@@ -96,6 +97,12 @@ fn path_id(what: &str) -> Value {
 
 fn query(name: &str, description: &str, schema: Value) -> Value {
     json!({ "name": name, "in": "query", "required": false, "description": description, "schema": schema })
+}
+
+/// A required request header matching `pattern`.
+fn header(name: &str, description: &str, pattern: &str) -> Value {
+    json!({ "name": name, "in": "header", "required": true, "description": description,
+            "schema": { "type": "string", "pattern": pattern } })
 }
 
 fn u64_schema() -> Value {
@@ -322,9 +329,13 @@ fn paths() -> Value {
         "/ws": {
             "get": op("websocket", "Lifecycle events over a WebSocket: each event a text frame (a LifecycleEvent, or `{\"type\":\"reset\"}` after falling behind); pings every heartbeat", "events", vec![
                 query("workspace", "Only this workspace's events (empty: all)", json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{0,64}$" })),
+                header("Connection", "A token list with `Upgrade`", "(^|,)[ \\t]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \\t]*(,|$)"),
+                header("Upgrade", "A token list with `websocket`", "(^|,)[ \\t]*[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt][ \\t]*(,|$)"),
+                header("Sec-WebSocket-Key", "16 random bytes, base64 (RFC 6455)", "^[A-Za-z0-9+/]{21}[AQgw]==$"),
+                header("Sec-WebSocket-Version", "`13`", "^13$"),
             ], None, json!({
                 "101": { "description": "Switching to the WebSocket protocol" },
-                "400": error("Not a WebSocket handshake, or a bad workspace id", &["not_websocket", "invalid_id", "invalid_encoding"]),
+                "400": error("Not a WebSocket handshake (a header missing or wrong), or a bad workspace id", &["not_websocket", "invalid_id", "invalid_encoding"]),
             })),
         },
         "/metrics": {
@@ -448,7 +459,13 @@ fn schemas() -> Value {
                 "env": { "type": ["object", "null"], "additionalProperties": { "type": "string" }, "description": "Extra environment of `command`; only with `command`" },
                 "exit_code": { "type": ["integer", "null"], "minimum": i32::MIN, "maximum": i32::MAX },
             },
-            "dependentRequired": { "cwd": ["command"], "env": ["command"] },
+            // `cwd` and `env` (when not null) only together with a `command`.
+            "allOf": [
+                { "if": { "required": ["cwd"], "properties": { "cwd": { "type": "string" } } },
+                  "then": { "required": ["command"], "properties": { "command": { "type": "array" } } } },
+                { "if": { "required": ["env"], "properties": { "env": { "type": "object" } } },
+                  "then": { "required": ["command"], "properties": { "command": { "type": "array" } } } },
+            ],
             "additionalProperties": false,
         },
         "ProcessPatch": {
