@@ -21,11 +21,12 @@
 //!
 //! # 414 or 431
 //! hyper says 431 for any head longer than it buffers, including one whose
-//! request line never ended. On a connection's first request (nothing
-//! written yet) the head starts at the first byte read, so "no line ended
-//! yet" is known exactly from the bytes read; that answer becomes a 414.
-//! Later on a kept-alive connection the head's start is not tracked (that
-//! needs body framing), and such an answer stays a 431.
+//! request line alone is too long. On a connection's first request
+//! (nothing written yet) the head starts at the first byte read, so the
+//! length of its request line is known exactly from the bytes read: past
+//! `limits::MAX_REQUEST_LINE` the answer becomes a 414. Later on a
+//! kept-alive connection the head's start is not tracked (that needs body
+//! framing), and such an answer stays a 431.
 //!
 //! # Cost
 //! Every write checks whether its first bytes are `HTTP/1.1 4`: a compare
@@ -50,11 +51,11 @@ pub struct JsonErrors<T> {
     pending: Option<Bytes>,
     /// Something was written on this connection already.
     wrote: bool,
-    /// A line of the first request ended (a `\n` after other bytes).
+    /// The first request line ended (a `\n` after other bytes).
     first_line_ended: bool,
-    /// A byte other than CR/LF was read (empty lines before a request
-    /// line are allowed and skipped).
-    saw_text: bool,
+    /// Bytes of the first request line read so far, CR/LF not counted
+    /// (empty lines before a request line are allowed and skipped).
+    first_line_len: usize,
 }
 
 impl<T> JsonErrors<T> {
@@ -64,7 +65,7 @@ impl<T> JsonErrors<T> {
             pending: None,
             wrote: false,
             first_line_ended: false,
-            saw_text: false,
+            first_line_len: 0,
         }
     }
 
@@ -74,12 +75,12 @@ impl<T> JsonErrors<T> {
         }
         for &b in bytes {
             match b {
-                b'\n' if self.saw_text => {
+                b'\n' if self.first_line_len > 0 => {
                     self.first_line_ended = true;
                     return;
                 }
                 b'\r' | b'\n' => {}
-                _ => self.saw_text = true,
+                _ => self.first_line_len += 1,
             }
         }
     }
@@ -87,7 +88,7 @@ impl<T> JsonErrors<T> {
     /// The JSON answer replacing hyper's automatic `status` answer `head`.
     fn rewrite(&self, status: u16, head: &[u8]) -> Bytes {
         let error = match status {
-            431 if !self.wrote && !self.first_line_ended => ApiError::UriTooLong {
+            431 if !self.wrote && self.first_line_len > limits::MAX_REQUEST_LINE => ApiError::UriTooLong {
                 limit: limits::MAX_REQUEST_LINE,
             },
             431 => ApiError::HeadersTooLarge {
@@ -252,14 +253,19 @@ mod tests {
     }
 
     #[test]
-    fn an_unended_first_line_is_a_414() {
-        let mut io = JsonErrors::new(tokio::io::empty());
-        io.note_read(b"\r\nGET /aaaaaaaa");
+    fn a_first_line_over_the_limit_is_a_414() {
         let head = b"HTTP/1.1 431 x\r\ncontent-length: 0\r\n\r\n";
-        assert!(io.rewrite(431, head).starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
-        io.note_read(b"a HTTP/1.1\r\nx: y");
+        let mut long = JsonErrors::new(tokio::io::empty());
+        long.note_read(b"\r\nGET /");
+        long.note_read(&[b'a'; limits::MAX_REQUEST_LINE]);
+        long.note_read(b" HTTP/1.1\r\nx: y");
+        assert!(long.rewrite(431, head).starts_with(b"HTTP/1.1 414 URI Too Long\r\n"));
+        let mut short = JsonErrors::new(tokio::io::empty());
+        short.note_read(b"\r\nGET /a HTTP/1.1\r\nx: ");
+        short.note_read(&[b'v'; 2 * limits::MAX_HEAD]);
         assert!(
-            io.rewrite(431, head)
+            short
+                .rewrite(431, head)
                 .starts_with(b"HTTP/1.1 431 Request Header Fields Too Large\r\n")
         );
     }
