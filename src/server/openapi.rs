@@ -2,7 +2,7 @@
 //! API (SPEC section 12), written here by hand and built once.
 //!
 //! # How it stays true
-//! * The test below walks the router's [`super::router::PATTERNS`] and
+//! * The test below walks the router's `router::PATTERNS` and
 //!   every method each route allows, and fails on any route or method the
 //!   document lacks, or any path it has that the router does not.
 //! * `scripts/schemathesis` (run by `.ci/run`) drives a real server with
