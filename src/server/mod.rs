@@ -21,6 +21,9 @@
 //!   SSE and WebSocket.
 //! * `error`: the one place mapping errors to status + `{"error","code"}`.
 //! * `body`, `url`, `response`, `auth`, `cors`: request and response plumbing.
+//! * `scrape`, `openapi`, `access_log`, `limits`, `malformed`: operations
+//!   (SPEC section 12): `/metrics`, the OpenAPI document, request metrics
+//!   and access log, head limits, JSON for what hyper rejects itself.
 
 mod access_log;
 mod auth;
