@@ -89,9 +89,12 @@ fn present_exit_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i3
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` is a 400: a merge patch's null removes a member, and a record
+    /// keeps its name and status. Regression (found by schemathesis): null
+    /// was taken as "absent" and the patch succeeded.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// `Some(Value::Null)` clears the result.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -215,6 +218,15 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bug_a_null_name_or_status_in_a_patch_was_taken_as_absent() {
+        for body in [r#"{"name":null}"#, r#"{"status":null}"#] {
+            assert!(serde_json::from_str::<ProcessPatch>(body).is_err(), "{body}");
+        }
+        let p: ProcessPatch = serde_json::from_str(r#"{"name":"n","status":"failed"}"#).expect("valid");
+        assert_eq!((p.name.as_deref(), p.status), (Some("n"), Some(Status::Failed)));
+    }
 
     #[test]
     fn bug_an_integral_float_exit_code_was_refused() {

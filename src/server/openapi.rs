@@ -472,7 +472,7 @@ fn schemas() -> Value {
             "type": "object",
             "properties": {
                 "name": { "type": "string", "maxLength": 512, "pattern": NAME_PATTERN },
-                "status": { "type": ["string", "null"], "enum": ["queued", "running", "completed", "failed", "cancelled", null] },
+                "status": schema("Status"),
                 "result": { "description": "Any JSON; null clears it" },
                 "error": { "type": ["string", "null"], "description": "null clears it" },
                 "metadata": { "type": ["object", "null"], "description": "Merged key by key (RFC 7396); null clears it; at most 64 KiB as JSON" },
