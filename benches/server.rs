@@ -16,7 +16,9 @@
 //! 5. REST (prochub only): creates/s and appends/s with 64 clients, next to
 //!    the raw write+fsync+rename+folder-fsync rate of this disk.
 //!
-//! `PROCHUB_BENCH_QUICK=1` shrinks every scenario (a smoke run).
+//! `PROCHUB_BENCH_QUICK=1` shrinks every scenario (a smoke run);
+//! `PROCHUB_BENCH_LOG=info` runs prochub with its access log on (default
+//! `warn`: off).
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -106,7 +108,11 @@ impl Server {
                 let mut c = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"));
                 c.args(["serve", "--addr", "127.0.0.1:0", "--heartbeat", "15s", "--data"])
                     .arg(dir.path())
-                    .env("PROCHUB_LOG", "warn");
+                    // PROCHUB_BENCH_LOG=info measures with the access log on.
+                    .env(
+                        "PROCHUB_LOG",
+                        std::env::var("PROCHUB_BENCH_LOG").unwrap_or_else(|_| "warn".into()),
+                    );
                 (c, Some(dir))
             }
         };

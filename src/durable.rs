@@ -10,6 +10,7 @@ use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Condvar, Mutex};
+use std::time::{Duration, Instant};
 
 use crate::sync;
 
@@ -43,13 +44,21 @@ pub fn write(path: &Path, bytes: &[u8], dir_sync: Option<&DirSync>) -> Result<()
         .prefix(TEMP_PREFIX)
         .tempfile_in(dir)
         .map_err(step("create temp file in", dir))?;
-    tmp.write_all(bytes)
-        .and_then(|_| tmp.as_file().sync_all())
-        .map_err(step("write", tmp.path()))?;
+    tmp.write_all(bytes).map_err(step("write", tmp.path()))?;
+    let fsync_started = Instant::now();
+    tmp.as_file().sync_all().map_err(step("write", tmp.path()))?;
+    let file_fsync = fsync_started.elapsed();
     tmp.persist(path)
         .map_err(|e| step("rename temp file onto", path)(e.error))?;
     match dir_sync {
-        Some(shared) => shared.sync(),
+        Some(shared) => {
+            let dir_started = Instant::now();
+            shared.sync()?;
+            if let Some(hook) = shared.on_fsync {
+                hook(file_fsync + dir_started.elapsed());
+            }
+            Ok(())
+        }
         None => fsync_dir(dir),
     }
 }
@@ -88,6 +97,9 @@ pub struct DirSync {
     /// std Mutex: held only to update the counters, never across the fsync.
     state: Mutex<DirSyncState>,
     done: Condvar,
+    /// Told how long each write through this folder spent in fsync (the
+    /// file's and the folder's); the store passes its metrics hook.
+    on_fsync: Option<fn(Duration)>,
 }
 
 #[derive(Default)]
@@ -103,7 +115,15 @@ impl DirSync {
             dir,
             state: Mutex::new(DirSyncState::default()),
             done: Condvar::new(),
+            on_fsync: None,
         }
+    }
+
+    /// Reports the fsync time of every [`write`] through this folder to
+    /// `hook` (a plain `fn`: this module stays free of metrics).
+    pub fn with_fsync_hook(mut self, hook: fn(Duration)) -> Self {
+        self.on_fsync = Some(hook);
+        self
     }
 
     /// Returns once an fsync of the folder that started after this call has

@@ -8,6 +8,8 @@
 //! * [`sync`], [`durable`], [`percent`], [`utf8`]: small shared mechanisms
 //!   (poison-free locking, the one durable atomic write, URL component
 //!   encoding, incremental UTF-8 decoding).
+//! * [`metrics`]: the process's Prometheus metrics; the store and the
+//!   server record into it, `GET /metrics` encodes it.
 //! * [`model`]: records, the status machine, validated ids, patches,
 //!   events, query shapes. serde only, no I/O.
 //! * [`store`]: the store contract and `FileProcessStore`: records on disk,
@@ -33,6 +35,8 @@ pub mod cli;
 #[cfg(feature = "client")]
 pub mod client;
 pub mod durable;
+#[cfg(feature = "server")]
+pub mod metrics;
 pub mod model;
 pub mod percent;
 #[cfg(feature = "server")]

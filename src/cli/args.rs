@@ -95,6 +95,19 @@ pub struct ServeArgs {
     /// Most connections served at once; more wait in the accept queue.
     #[arg(long, env = "PROCHUB_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,
+    /// Log lines on stderr: `text` for people, `json` (one object per line) for log shippers.
+    #[arg(long, env = "PROCHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// No access-log line per request (as `PROCHUB_LOG=info,prochub::access=off`).
+    #[arg(long, env = "PROCHUB_QUIET_ACCESS_LOG")]
+    pub quiet_access_log: bool,
+}
+
+/// How `prochub serve` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where a client command finds the server.

@@ -46,7 +46,7 @@ pub struct NewProcess {
     /// Extra environment of a server-run command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "exit_code", skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
 }
 
@@ -60,14 +60,41 @@ where
     T::deserialize(d).map(Some)
 }
 
+/// An exit code: any JSON number with an integral value in `i32` range, so
+/// `3.0` is `3` (JSON Schema's `integer`, which the OpenAPI document
+/// promises; regression found by schemathesis: `3.0` was a 400), or null.
+fn exit_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<i32>, D::Error> {
+    use serde::de::Error;
+    let Some(n) = Option::<serde_json::Number>::deserialize(d)? else {
+        return Ok(None);
+    };
+    let whole = match (n.as_i64(), n.as_f64()) {
+        (Some(i), _) => Some(i),
+        (None, Some(f)) if f.fract() == 0.0 && f.abs() <= i32::MAX as f64 + 1.0 => Some(f as i64),
+        _ => None,
+    };
+    whole
+        .and_then(|i| i32::try_from(i).ok())
+        .map(Some)
+        .ok_or_else(|| D::Error::custom(format!("exit_code must be a whole number in i32 range, got {n}")))
+}
+
+/// [`exit_code`] for a patch, where a present `null` clears the field.
+fn present_exit_code<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<i32>>, D::Error> {
+    exit_code(d).map(Some)
+}
+
 /// Body of `PATCH /api/processes/:id`: a JSON merge patch (RFC 7396) of the
 /// editable fields. `metadata` merges key by key (`null` deletes a key).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProcessPatch {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// `null` is a 400: a merge patch's null removes a member, and a record
+    /// keeps its name and status. Regression (found by schemathesis): null
+    /// was taken as "absent" and the patch succeeded.
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub status: Option<Status>,
     /// `Some(Value::Null)` clears the result.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
@@ -78,7 +105,11 @@ pub struct ProcessPatch {
     /// Merged into the stored metadata; `Some(Value::Null)` clears it.
     #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
     pub metadata: Option<Value>,
-    #[serde(default, deserialize_with = "present", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present_exit_code",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub exit_code: Option<Option<i32>>,
     /// The signal that killed a server-run command (`"SIGKILL"`), set by
     /// the runner when it records the end; `None` leaves the record's
@@ -204,5 +235,35 @@ pub fn merge_patch(target: &mut Value, patch: &Value) {
             }
         }
         other => *target = other.clone(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bug_a_null_name_or_status_in_a_patch_was_taken_as_absent() {
+        for body in [r#"{"name":null}"#, r#"{"status":null}"#] {
+            assert!(serde_json::from_str::<ProcessPatch>(body).is_err(), "{body}");
+        }
+        let p: ProcessPatch = serde_json::from_str(r#"{"name":"n","status":"failed"}"#).expect("valid");
+        assert_eq!((p.name.as_deref(), p.status), (Some("n"), Some(Status::Failed)));
+    }
+
+    #[test]
+    fn bug_an_integral_float_exit_code_was_refused() {
+        let p: ProcessPatch = serde_json::from_str(r#"{"exit_code":3.0}"#).expect("3.0 is 3");
+        assert_eq!(p.exit_code, Some(Some(3)));
+        let p: ProcessPatch = serde_json::from_str(r#"{"exit_code":null}"#).expect("null clears");
+        assert_eq!(p.exit_code, Some(None));
+        let p: ProcessPatch = serde_json::from_str("{}").expect("absent");
+        assert_eq!(p.exit_code, None);
+        let n: NewProcess = serde_json::from_str(r#"{"name":"x","exit_code":-2147483648}"#).expect("i32::MIN");
+        assert_eq!(n.exit_code, Some(i32::MIN));
+        for bad in ["3.5", "2147483648", "1e300", "\"3\""] {
+            let body = format!(r#"{{"name":"x","exit_code":{bad}}}"#);
+            assert!(serde_json::from_str::<NewProcess>(&body).is_err(), "{bad}");
+        }
     }
 }

@@ -31,6 +31,13 @@ pub enum ApiError {
     ExecDisabled,
     #[error("reading the request body failed: {0}")]
     BodyRead(String),
+    /// A request hyper could not parse (request line or header syntax).
+    #[error("malformed request: the request line or a header could not be parsed")]
+    Malformed,
+    #[error("the request line is longer than the limit of {limit} bytes")]
+    UriTooLong { limit: usize },
+    #[error("request headers are over the limit ({limit})")]
+    HeadersTooLarge { limit: &'static str },
 }
 
 impl ApiError {
@@ -42,7 +49,7 @@ impl ApiError {
     }
 
     /// Status and `code` of this error.
-    fn status_code(&self) -> (StatusCode, &'static str) {
+    pub(crate) fn status_code(&self) -> (StatusCode, &'static str) {
         use StatusCode as S;
         match self {
             ApiError::Store(e) => store_status(e),
@@ -54,6 +61,9 @@ impl ApiError {
             ApiError::Unauthorized => (S::UNAUTHORIZED, "unauthorized"),
             ApiError::ExecDisabled => (S::FORBIDDEN, "exec_disabled"),
             ApiError::BodyRead(_) => (S::BAD_REQUEST, "body_read_failed"),
+            ApiError::Malformed => (S::BAD_REQUEST, "malformed_request"),
+            ApiError::UriTooLong { .. } => (S::URI_TOO_LONG, "uri_too_long"),
+            ApiError::HeadersTooLarge { .. } => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
         }
     }
 

@@ -22,15 +22,23 @@
 //!   shared with events), lifecycle events over SSE and WebSocket.
 //! * `error`: the one place mapping errors to status + `{"error","code"}`.
 //! * `body`, `url`, `response`, `auth`, `cors`: request and response plumbing.
+//! * `scrape`, `openapi`, `access_log`, `limits`, `malformed`: operations
+//!   (SPEC section 12): `/metrics`, the OpenAPI document, request metrics
+//!   and access log, head limits, JSON for what hyper rejects itself.
 
+mod access_log;
 mod auth;
 mod body;
 mod cors;
 mod error;
 mod events;
 mod handlers;
+mod limits;
+mod malformed;
+mod openapi;
 mod response;
 mod router;
+mod scrape;
 mod sse;
 mod url;
 mod ws;
@@ -235,10 +243,12 @@ fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) -> Pin<B
         http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
-            .serve_connection(TokioIo::new(stream), service)
+            .max_header_size(limits::MAX_HEAD)
+            .serve_connection(TokioIo::new(malformed::JsonErrors::new(stream)), service)
             .with_upgrades(),
     );
     Box::pin(async move {
+        let _open = crate::metrics::get().open(crate::metrics::ConnKind::Http);
         tracing::debug!("connection opened");
         let result = tokio::select! {
             r = conn.as_mut() => r,

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
 use super::url::{Query, segments};
-use super::{App, auth, cors, events, sse, ws};
+use super::{App, access_log, auth, cors, events, limits, openapi, scrape, sse, ws};
 use crate::model::Id;
 
 /// A known path, with its (validated) id.
@@ -28,6 +28,8 @@ pub enum Route {
     Prune,
     Events,
     Ws,
+    Metrics,
+    OpenApi,
 }
 
 impl Route {
@@ -58,6 +60,8 @@ impl Route {
             }
             ["api", "prune"] => Route::Prune,
             ["api", "events"] => Route::Events,
+            ["metrics"] => Route::Metrics,
+            ["api", "openapi.json"] => Route::OpenApi,
             _ => return Err(no_route(segs)),
         })
     }
@@ -66,14 +70,55 @@ impl Route {
     pub fn allow(&self) -> &'static str {
         match self {
             Route::Ws => "GET, OPTIONS",
-            Route::Health | Route::Stream(_) | Route::Events => "GET, HEAD, OPTIONS",
+            Route::Health | Route::Stream(_) | Route::Events | Route::Metrics | Route::OpenApi => "GET, HEAD, OPTIONS",
             Route::Workspaces | Route::Processes | Route::Output(_) => "GET, HEAD, POST, OPTIONS",
             Route::Workspace(_) => "GET, HEAD, DELETE, OPTIONS",
             Route::Process(_) => "GET, HEAD, PATCH, DELETE, OPTIONS",
             Route::Cancel(_) | Route::Prune => "POST, OPTIONS",
         }
     }
+
+    /// The route's pattern, as `/api/processes/:id`: the `route` label of
+    /// the request metrics and the access log (never the raw path), and
+    /// with `{id}` for `:id`, the path in the OpenAPI document.
+    pub fn pattern(&self) -> &'static str {
+        match self {
+            Route::Health => "/healthz",
+            Route::Workspaces => "/api/workspaces",
+            Route::Workspace(_) => "/api/workspaces/:id",
+            Route::Processes => "/api/processes",
+            Route::Process(_) => "/api/processes/:id",
+            Route::Output(_) => "/api/processes/:id/output",
+            Route::Cancel(_) => "/api/processes/:id/cancel",
+            Route::Stream(_) => "/api/processes/:id/stream",
+            Route::Prune => "/api/prune",
+            Route::Events => "/api/events",
+            Route::Ws => "/ws",
+            Route::Metrics => "/metrics",
+            Route::OpenApi => "/api/openapi.json",
+        }
+    }
 }
+
+/// Every route's pattern. A new route goes here too: the OpenAPI test
+/// walks this list (with `Route::parse` and `Route::allow`) and fails on a
+/// route or method the document lacks.
+#[cfg(test)]
+pub const PATTERNS: &[&str] = &[
+    "/healthz",
+    "/api/workspaces",
+    "/api/workspaces/:id",
+    "/api/processes",
+    "/api/processes/:id",
+    "/api/processes/:id/output",
+    "/api/processes/:id/cancel",
+    "/api/processes/:id/stream",
+    "/api/prune",
+    "/api/events",
+    "/ws",
+    "/metrics",
+    "/api/openapi.json",
+];
 
 fn no_route(segs: &[String]) -> ApiError {
     ApiError::NoRoute {
@@ -84,26 +129,35 @@ fn no_route(segs: &[String]) -> ApiError {
 /// Entry point of every request: never fails, every error becomes a JSON
 /// response carrying the CORS headers too.
 pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Resp {
-    let method = req.method().clone();
-    let path = req.uri().path().to_owned();
-    let mut resp = match route_and_dispatch(&app, req).await {
+    let observed = access_log::Observed::start(&req);
+    let mut route = crate::metrics::UNMATCHED_ROUTE;
+    let mut resp = match route_and_dispatch(&app, req, &mut route).await {
         Ok(resp) => resp,
         Err(e) => e.into_response(),
     };
     cors::decorate(app.config.cors_origin.as_deref(), resp.headers_mut());
-    tracing::debug!(%method, %path, status = resp.status().as_u16(), "request");
-    resp
+    observed.finish(route, resp)
 }
 
-async fn route_and_dispatch(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiError> {
+async fn route_and_dispatch(
+    app: &Arc<App>,
+    req: Request<Incoming>,
+    label: &mut &'static str,
+) -> Result<Resp, ApiError> {
+    limits::check(&req)?;
     let segs = segments(req.uri().path())?;
+    // Parsed early for the metrics label; its error still comes after auth.
+    let parsed = Route::parse(&segs);
+    if let Ok(route) = &parsed {
+        *label = route.pattern();
+    }
     let query = Query::parse(req.uri().query())?;
-    let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws"));
+    let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws" | "metrics"));
     // Preflights carry no credentials: answer them before auth.
     if req.method() != Method::OPTIONS && protected {
         auth::check(app.config.token.as_deref(), req.headers(), &query)?;
     }
-    let route = Route::parse(&segs)?;
+    let route = parsed?;
     if req.method() == Method::OPTIONS {
         return Ok(cors::preflight(app.config.cors_origin.as_deref(), route.allow()));
     }
@@ -137,6 +191,8 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, route: Route, q: Query
         (M::POST, R::Prune) => processes::prune(app, &q).await,
         (M::GET, R::Events) => events::sse(app, &req, &q),
         (M::GET, R::Ws) => ws::upgrade(app, req, &q),
+        (M::GET, R::Metrics) => Ok(scrape::get(app, req.headers())),
+        (M::GET, R::OpenApi) => Ok(openapi::get()),
         (method, route) => Err(ApiError::MethodNotAllowed {
             method: method.to_string(),
             allow: route.allow(),

@@ -61,9 +61,11 @@ pub fn response<S>(shutdown: CancellationToken, frames: S) -> Resp
 where
     S: Stream<Item = Bytes> + Send + 'static,
 {
-    let frames = frames
-        .take_until(shutdown.cancelled_owned())
-        .map(|b| Ok::<_, Infallible>(Frame::data(b)));
+    let open = crate::metrics::get().open(crate::metrics::ConnKind::Sse);
+    let frames = frames.take_until(shutdown.cancelled_owned()).map(move |b| {
+        let _open = &open; // counted as long as the body lives
+        Ok::<_, Infallible>(Frame::data(b))
+    });
     let mut resp = response::with_type(
         StatusCode::OK,
         StreamBody::new(frames).boxed_unsync(),

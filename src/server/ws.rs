@@ -45,6 +45,13 @@ fn has_token(headers: &HeaderMap, name: header::HeaderName, token: &str) -> bool
         .any(|t| t.trim().eq_ignore_ascii_case(token))
 }
 
+/// Whether `key` is 16 bytes in base64: 22 base64 characters, the last of
+/// them carrying only 2 bits (`A`, `Q`, `g` or `w`), then `==`.
+fn is_websocket_key(key: &[u8]) -> bool {
+    let b64 = |b: &u8| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/';
+    key.len() == 24 && key[..21].iter().all(b64) && b"AQgw".contains(&key[21]) && &key[22..] == b"=="
+}
+
 /// Answers the handshake with 101 and serves the socket in a tracked task.
 pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp, ApiError> {
     let filter = workspace_filter(q)?;
@@ -62,6 +69,17 @@ pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp
             "GET /ws expects a WebSocket handshake (Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Key)",
         ));
     };
+    // Regression (found by schemathesis): any key was taken; RFC 6455 says
+    // it is 16 bytes in base64, and a server refuses anything else.
+    if !h
+        .get(header::SEC_WEBSOCKET_KEY)
+        .is_some_and(|k| is_websocket_key(k.as_bytes()))
+    {
+        return Err(ApiError::bad_request(
+            "not_websocket",
+            "Sec-WebSocket-Key must be 16 bytes in base64 (24 characters)",
+        ));
+    }
     if h.get(header::SEC_WEBSOCKET_VERSION).is_none_or(|v| v != "13") {
         return Err(ApiError::bad_request(
             "not_websocket",
@@ -102,6 +120,7 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE));
     let mut ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, Some(config)).await;
+    let _open = crate::metrics::get().open(crate::metrics::ConnKind::Ws);
     // A child token, so sockets do not contend on the server token's lock.
     let shutdown = app.shutdown.child_token();
     // A ping every heartbeat interval (events or not: filtered-out events

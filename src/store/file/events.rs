@@ -97,6 +97,7 @@ impl Events {
             timestamp: (self.clock)(),
         };
         let json = serde_json::to_string(&event).expect("lifecycle events always serialize");
+        crate::metrics::get().lifecycle_event(kind);
         let mut ring = self.lock();
         let seq = ring.next_seq;
         ring.next_seq += 1;

@@ -61,6 +61,7 @@ impl Follow {
         rx: Option<broadcast::Receiver<Arc<Chunk>>>,
         final_status: Option<StatusInfo>,
     ) -> Self {
+        crate::metrics::get().follower_opened();
         Follow {
             log,
             path,
@@ -104,7 +105,7 @@ impl Follow {
                             return Some(ev);
                         }
                     }
-                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up(),
+                    Err(broadcast::error::RecvError::Lagged(_)) => self.catch_up_laggard(),
                     Err(broadcast::error::RecvError::Closed) => {
                         self.rx = None;
                         self.catch_up();
@@ -133,7 +134,7 @@ impl Follow {
                     }
                 }
                 Err(broadcast::error::TryRecvError::Empty) => return None,
-                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up(),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => self.catch_up_laggard(),
                 Err(broadcast::error::TryRecvError::Closed) => {
                     self.rx = None;
                     self.catch_up();
@@ -202,6 +203,12 @@ impl Follow {
         Some(FollowEvent::Chunk(chunk))
     }
 
+    /// After a lag: counted, then [`Follow::catch_up`].
+    fn catch_up_laggard(&mut self) {
+        crate::metrics::get().laggard_caught_up();
+        self.catch_up();
+    }
+
     /// After a lag or the end of the live part: replay the log up to what is
     /// stored now; anything beyond that which went by is a gap.
     fn catch_up(&mut self) {
@@ -226,6 +233,7 @@ impl Follow {
         }
         // Everywhere but the first block of a replay asked to start inside
         // a character, blocks start and end on characters.
+        crate::metrics::get().replayed(bytes.len());
         self.pos += bytes.len() as u64;
         let content = log_text(bytes);
         if content.is_empty() {
@@ -248,6 +256,7 @@ impl Follow {
 
 impl Drop for Follow {
     fn drop(&mut self) {
+        crate::metrics::get().follower_closed();
         // The receiver goes first, so the count below no longer includes it.
         if self.rx.take().is_some() {
             self.log.release_emitter_if_unused();

@@ -46,6 +46,7 @@ mod log;
 mod open;
 mod process;
 mod retention;
+mod stats;
 mod workspace;
 
 use std::collections::BTreeMap;

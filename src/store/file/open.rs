@@ -40,8 +40,8 @@ impl FileProcessStore {
         let emitters = Arc::new(AtomicUsize::new(0));
         let index = load_processes(&files, &emitters, &mut report)?;
         let store = FileProcessStore {
-            proc_sync: DirSync::new(files.processes.clone()),
-            ws_sync: DirSync::new(files.workspaces.clone()),
+            proc_sync: DirSync::new(files.processes.clone()).with_fsync_hook(crate::metrics::observe_fsync),
+            ws_sync: DirSync::new(files.workspaces.clone()).with_fsync_hook(crate::metrics::observe_fsync),
             events: Events::with_clock(config.clock.clone()),
             dir,
             config,

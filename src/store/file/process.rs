@@ -247,12 +247,14 @@ impl FileProcessStore {
     ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
+        let len = content.len();
         let (out, id2) = (entry.log.clone(), id.to_owned());
         let appended = if content.len() <= INLINE_APPEND_MAX {
             out.append_blocking(&id2, content, stream, max)?
         } else {
             Self::blocking_short(move || out.append_blocking(&id2, content, stream, max)).await?
         };
+        crate::metrics::get().output_appended(len);
         if appended.newly_truncated {
             let id = id.to_owned();
             self.detached(move |s| async move { s.mark_truncated(&id).await })
