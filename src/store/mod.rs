@@ -44,5 +44,5 @@
 pub mod error;
 pub mod file;
 
-pub use error::{Result, StoreError};
+pub use error::{Fault, Result, StoreError};
 pub use file::*;
