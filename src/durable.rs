@@ -75,7 +75,7 @@ pub fn write(path: &Path, bytes: &[u8], dir_sync: Option<&DirSync>) -> Result<()
         Some(_) => None,
         None => Some(File::open(dir).map_err(step("open folder", dir))?),
     };
-    let mut tmp = TempFile::create_in(dir).map_err(step("create temp file in", dir))?;
+    let mut tmp = TempFile::create_in(dir).map_err(step("create a temp file for", path))?;
     tmp.file.write_all(bytes).map_err(step("write", &tmp.path))?;
     let fsync_started = Instant::now();
     tmp.file.sync_all().map_err(step("write", &tmp.path))?;

@@ -184,7 +184,7 @@ mod tests {
 
     fn io_error(code: i32) -> ApiError {
         ApiError::Store(StoreError::Io {
-            op: "create temp file in",
+            op: "create a temp file for",
             path: "/srv/secret/prochub/processes/abc.json".into(),
             source: std::io::Error::from_raw_os_error(code),
         })
