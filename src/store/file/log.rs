@@ -293,15 +293,10 @@ impl OutputLog {
         Ok(())
     }
 
-    /// Closes this log's cached handle, if any (the process finished or is
-    /// being deleted); the next append, if one is allowed, reopens it.
-    pub fn close_handle(&self, handles: &LogHandles) {
-        handles.forget(self.key);
-    }
-
-    /// Marks the process finished and drops the emitter, which ends every
-    /// follower's live part: each then catches up from the log and gets
-    /// `status`.
+    /// Marks the process finished, closes its log's cached handle (no more
+    /// appends; a deleted log's space is freed once no descriptor is left)
+    /// and drops the emitter, which ends every follower's live part: each
+    /// then catches up from the log and gets `status`.
     pub fn finish(&self, handles: &LogHandles, status: StatusInfo) {
         let mut st = self.lock();
         st.accepting = false;

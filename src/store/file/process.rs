@@ -212,14 +212,13 @@ impl FileProcessStore {
     /// appends), after it the process is gone from memory too, even if the
     /// folder fsync that followed failed. The log goes after the record (a
     /// log without a record is removed at the next open, a record without
-    /// its log would be a process whose output vanished), and its cached
-    /// handle first, so the space of a deleted log is freed at once.
+    /// its log would be a process whose output vanished); `finish` closes
+    /// the log's cached handle, so a deleted log's space is freed at once.
     pub(crate) async fn delete_process_inner(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
         let _write = self.lock_current(id, &entry).await?;
         let mut p = entry.record();
         entry.log.close_for_appends(Status::Cancelled);
-        entry.log.close_handle(&self.log_handles);
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
         let removed = Self::blocking(move || {
