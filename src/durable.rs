@@ -4,11 +4,25 @@
 //! instant leaves the old or the new file, never a torn one.
 //!
 //! Everything here blocks; async callers run it inside `spawn_blocking`.
-//! (tempfile's `persist` does not fsync: we do both fsyncs ourselves.)
+//! The temp file is made here, not with tempfile: tempfile wraps its errors
+//! in a type that hides the OS error code, and the server answers a full
+//! disk (ENOSPC), a read-only folder (EROFS) and a lack of descriptors
+//! (EMFILE) each in its own way.
+//!
+//! # Failing half-way
+//! Every resource a write needs (the temp file, the folder's descriptor)
+//! is taken before the rename or unlink that makes the change visible, so
+//! running out of descriptors or space fails before anything changed. What
+//! can still fail after it (the folder fsync, an I/O error) is reported
+//! with [`WriteError::applied`] set: the change is visible and a restart
+//! will most likely see it, so a caller keeping a copy in memory must
+//! follow the disk, not the error (regression: a DELETE answered 500 after
+//! its unlink, and memory kept a record that a restart no longer had).
 
-use std::fs::{self, File};
+use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,11 +40,26 @@ pub struct WriteError {
     pub path: PathBuf,
     #[source]
     pub source: io::Error,
+    /// The rename or unlink happened; only making it durable failed.
+    pub applied: bool,
 }
 
 fn step(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> WriteError {
     let path = path.to_owned();
-    move |source| WriteError { op, path, source }
+    move |source| WriteError {
+        op,
+        path,
+        source,
+        applied: false,
+    }
+}
+
+impl WriteError {
+    /// The same error, marked as coming after the change became visible.
+    fn after_change(mut self) -> WriteError {
+        self.applied = true;
+        self
+    }
 }
 
 /// Writes `bytes` to `path` atomically and durably. The folder fsync goes
@@ -40,35 +69,90 @@ pub fn write(path: &Path, bytes: &[u8], dir_sync: Option<&DirSync>) -> Result<()
     let dir = path
         .parent()
         .expect("durable writes always target a file inside a folder");
-    let mut tmp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(dir)
-        .map_err(step("create temp file in", dir))?;
-    tmp.write_all(bytes).map_err(step("write", tmp.path()))?;
+    // Opened before the rename: past it, a lack of descriptors would leave
+    // the new file in place with the write reported as failed.
+    let own_dir = match dir_sync {
+        Some(_) => None,
+        None => Some(File::open(dir).map_err(step("open folder", dir))?),
+    };
+    let mut tmp = TempFile::create_in(dir).map_err(step("create a temp file for", path))?;
+    tmp.file.write_all(bytes).map_err(step("write", &tmp.path))?;
     let fsync_started = Instant::now();
-    tmp.as_file().sync_all().map_err(step("write", tmp.path()))?;
+    tmp.file.sync_all().map_err(step("write", &tmp.path))?;
     let file_fsync = fsync_started.elapsed();
-    tmp.persist(path)
-        .map_err(|e| step("rename temp file onto", path)(e.error))?;
-    match dir_sync {
-        Some(shared) => {
+    tmp.rename_onto(path).map_err(step("rename temp file onto", path))?;
+    match (dir_sync, own_dir) {
+        (Some(shared), _) => {
             let dir_started = Instant::now();
-            shared.sync()?;
+            shared.sync().map_err(WriteError::after_change)?;
             if let Some(hook) = shared.on_fsync {
                 hook(file_fsync + dir_started.elapsed());
             }
             Ok(())
         }
-        None => fsync_dir(dir),
+        (None, Some(d)) => d.sync_all().map_err(|e| step("fsync folder", dir)(e).after_change()),
+        (None, None) => unreachable!("a write without a shared folder sync opened its folder above"),
+    }
+}
+
+/// Numbers the temp files of this process (with its pid: unique across
+/// processes writing into one folder, e.g. two clients' offline queues).
+static NEXT_TEMP: AtomicU64 = AtomicU64::new(0);
+
+/// A temp file in the target's folder, removed on drop unless renamed.
+struct TempFile {
+    path: PathBuf,
+    file: File,
+    renamed: bool,
+}
+
+impl TempFile {
+    fn create_in(dir: &Path) -> io::Result<TempFile> {
+        loop {
+            let n = NEXT_TEMP.fetch_add(1, Ordering::Relaxed);
+            let path = dir.join(format!("{TEMP_PREFIX}{}-{n}", std::process::id()));
+            match OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => {
+                    return Ok(TempFile {
+                        path,
+                        file,
+                        renamed: false,
+                    });
+                }
+                // A leftover of an earlier process with our pid.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn rename_onto(&mut self, target: &Path) -> io::Result<()> {
+        fs::rename(&self.path, target)?;
+        self.renamed = true;
+        Ok(())
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        if !self.renamed {
+            let _ = fs::remove_file(&self.path);
+        }
     }
 }
 
 /// Removes `path` durably; a missing file is not an error.
 pub fn remove(path: &Path, dir_sync: Option<&DirSync>) -> Result<(), WriteError> {
+    let dir = path.parent().expect("a file path has a folder");
+    let own_dir = match dir_sync {
+        Some(_) => None,
+        None => Some(File::open(dir).map_err(step("open folder", dir))?),
+    };
     match fs::remove_file(path) {
-        Ok(()) => match dir_sync {
-            Some(shared) => shared.sync(),
-            None => fsync_dir(path.parent().expect("a file path has a folder")),
+        Ok(()) => match (dir_sync, own_dir) {
+            (Some(shared), _) => shared.sync().map_err(WriteError::after_change),
+            (None, Some(d)) => d.sync_all().map_err(|e| step("fsync folder", dir)(e).after_change()),
+            (None, None) => unreachable!("a remove without a shared folder sync opened its folder above"),
         },
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
         Err(e) => Err(step("remove", path)(e)),
@@ -90,8 +174,14 @@ pub fn fsync_dir(dir: &Path) -> Result<(), WriteError> {
 /// which a single waiter starts on behalf of everyone queued behind it. With
 /// 16 writers this turns 16 folder fsyncs into about 2, and each writer still
 /// returns only once its rename is durable.
+///
+/// The folder stays open for the life of the `DirSync`: an fsync after a
+/// rename never needs a new descriptor, so a process out of descriptors
+/// fails its writes before they change anything, never after.
 pub struct DirSync {
     dir: PathBuf,
+    /// The folder, opened once (read-only: fsync works on any descriptor).
+    handle: File,
     /// `requested`: tickets handed out; `completed`: every ticket up to this
     /// one is covered by a finished fsync; `running`: an fsync is in flight.
     /// std Mutex: held only to update the counters, never across the fsync.
@@ -110,13 +200,16 @@ struct DirSyncState {
 }
 
 impl DirSync {
-    pub fn new(dir: PathBuf) -> Self {
-        DirSync {
+    /// Opens `dir` for the fsyncs to come.
+    pub fn open(dir: PathBuf) -> Result<Self, WriteError> {
+        let handle = File::open(&dir).map_err(step("open folder", &dir))?;
+        Ok(DirSync {
             dir,
+            handle,
             state: Mutex::new(DirSyncState::default()),
             done: Condvar::new(),
             on_fsync: None,
-        }
+        })
     }
 
     /// Reports the fsync time of every [`write`] through this folder to
@@ -143,7 +236,7 @@ impl DirSync {
             st.running = true;
             let covers = st.requested;
             drop(st);
-            let res = fsync_dir(&self.dir);
+            let res = self.handle.sync_all().map_err(step("fsync folder", &self.dir));
             st = sync::lock(&self.state);
             st.running = false;
             if res.is_ok() {
@@ -164,7 +257,7 @@ mod tests {
         let dir = tempfile::tempdir().expect("temp dir");
         let path = dir.path().join("a.json");
         write(&path, b"one", None).expect("first write");
-        let shared = DirSync::new(dir.path().to_owned());
+        let shared = DirSync::open(dir.path().to_owned()).expect("open folder");
         write(&path, b"two", Some(&shared)).expect("second write");
         assert_eq!(fs::read(&path).expect("read back"), b"two");
         let names: Vec<_> = fs::read_dir(dir.path())
@@ -179,7 +272,8 @@ mod tests {
     #[test]
     fn errors_name_the_step_and_path() {
         let err = write(Path::new("/nonexistent-prochub-dir/x.json"), b"x", None).expect_err("no such folder");
-        assert_eq!(err.op, "create temp file in");
+        assert_eq!(err.op, "open folder");
+        assert!(!err.applied, "nothing changed");
         assert!(err.to_string().contains("/nonexistent-prochub-dir"), "{err}");
     }
 }

@@ -107,10 +107,23 @@ async fn write_server_json(dir: &Path, addr: &str) -> anyhow::Result<()> {
     let mut bytes = serde_json::to_vec_pretty(&ServerInfo::current(addr.to_owned())).expect("ServerInfo serialises");
     bytes.push(b'\n');
     let path = dir.join(SERVER_JSON);
-    tokio::task::spawn_blocking(move || crate::durable::write(&path, &bytes, None))
+    let written = tokio::task::spawn_blocking(move || crate::durable::write(&path, &bytes, None))
         .await
-        .context("writing server.json")??;
-    Ok(())
+        .context("writing server.json")?;
+    match written {
+        // A full or read-only disk: serve anyway (reads still work); only
+        // discovery through server.json is lost, clients need --server.
+        Err(e)
+            if matches!(
+                crate::store::Fault::of(&e.source),
+                Some(crate::store::Fault::NoSpace | crate::store::Fault::ReadOnly)
+            ) =>
+        {
+            tracing::warn!(%e, "cannot write server.json; serving without it (clients need --server or PROCHUB_URL)");
+            Ok(())
+        }
+        other => Ok(other?),
+    }
 }
 
 /// Removes `server.json` if it still names this process.

@@ -1,13 +1,23 @@
 //! The one place that turns an error into an HTTP status and the JSON body
 //! `{"error": "...", "code": "..."}` (plus `existing` for a 409 on an
 //! existing process id, and `field` for an invalid field).
+//!
+//! Server faults are answered without their details (paths stay private),
+//! except the ones an operator fixes ([`Fault`]: a full disk, a read-only
+//! folder, no descriptors left): those say what happened and name the file
+//! by its place in the data folder (`processes/ID.json`), never by its
+//! absolute path.
 
 use http::StatusCode;
 use http::header::{ALLOW, HeaderValue};
 use serde_json::{Map, Value, json};
 
 use super::response::{self, Resp};
-use crate::store::StoreError;
+use crate::store::{Fault, StoreError};
+
+/// `Retry-After` of a `503 busy` (out of file descriptors): descriptors
+/// come back as connections and reads end, usually within a second.
+pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
 
 /// Everything a request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -71,11 +81,20 @@ impl ApiError {
     /// answered without their details (paths stay private).
     pub fn into_response(self) -> Resp {
         let (status, code) = self.status_code();
-        let message = if status.is_server_error() {
-            tracing::error!(error = %self, "request failed");
-            "internal server error".to_owned()
-        } else {
-            self.to_string()
+        let fault = match &self {
+            ApiError::Store(e) => e.fault(),
+            _ => None,
+        };
+        let message = match fault {
+            Some((fault, path)) => {
+                tracing::error!(error = %self, "request failed");
+                fault_message(fault, path, &self)
+            }
+            None if status.is_server_error() => {
+                tracing::error!(error = %self, "request failed");
+                "internal server error".to_owned()
+            }
+            None => self.to_string(),
         };
         let mut body = Map::new();
         body.insert("error".into(), Value::String(message));
@@ -100,8 +119,38 @@ impl ApiError {
             }
             _ => {}
         }
+        if matches!(fault, Some((Fault::Busy, _))) {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
+        }
         resp
     }
+}
+
+/// What an operator needs to hear about a fault: what is wrong, and where.
+fn fault_message(fault: Fault, path: &std::path::Path, err: &ApiError) -> String {
+    let place = data_path(path);
+    let os = match err {
+        ApiError::Store(StoreError::Io { source, .. } | StoreError::NotDurable { source, .. }) => source.to_string(),
+        _ => String::new(),
+    };
+    match fault {
+        Fault::NoSpace => format!("the disk of the data folder is full: cannot write {place} ({os})"),
+        Fault::ReadOnly => format!("the data folder cannot be written: cannot write {place} ({os})"),
+        Fault::Busy => format!("the server is out of file descriptors: cannot open {place} ({os}); try again"),
+    }
+}
+
+/// `processes/ID.json`: a store path by its folder and file name, which
+/// say which record it is without telling a client where the data lives.
+fn data_path(path: &std::path::Path) -> String {
+    let mut parts: Vec<_> = path.components().rev().take(2).collect();
+    parts.reverse();
+    parts
+        .iter()
+        .map(|c| c.as_os_str().to_string_lossy())
+        .collect::<Vec<_>>()
+        .join("/")
 }
 
 fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
@@ -117,8 +166,64 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::NotRunning { .. } => (S::CONFLICT, "not_running"),
         StoreError::WorkspaceNotEmpty { .. } => (S::CONFLICT, "workspace_not_empty"),
         StoreError::DefaultWorkspace => (S::CONFLICT, "default_workspace"),
-        StoreError::Locked { .. } | StoreError::Io { .. } | StoreError::Encode { .. } | StoreError::Task(_) => {
+        StoreError::Io { .. } | StoreError::NotDurable { .. } => match e.fault() {
+            Some((Fault::NoSpace, _)) => (S::INSUFFICIENT_STORAGE, "insufficient_storage"),
+            Some((Fault::ReadOnly, _)) => (S::SERVICE_UNAVAILABLE, "read_only"),
+            Some((Fault::Busy, _)) => (S::SERVICE_UNAVAILABLE, "busy"),
+            None => (S::INTERNAL_SERVER_ERROR, "internal"),
+        },
+        StoreError::Locked { .. } | StoreError::Encode { .. } | StoreError::Task(_) => {
             (S::INTERNAL_SERVER_ERROR, "internal")
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn io_error(code: i32) -> ApiError {
+        ApiError::Store(StoreError::Io {
+            op: "create a temp file for",
+            path: "/srv/secret/prochub/processes/abc.json".into(),
+            source: std::io::Error::from_raw_os_error(code),
+        })
+    }
+
+    #[test]
+    fn storage_faults_get_their_own_status_and_name_the_data_path_only() {
+        for (code, status, name) in [
+            (nix::libc::ENOSPC, 507, "insufficient_storage"),
+            (nix::libc::EDQUOT, 507, "insufficient_storage"),
+            (nix::libc::EROFS, 503, "read_only"),
+            (nix::libc::EMFILE, 503, "busy"),
+            (nix::libc::ENFILE, 503, "busy"),
+            (nix::libc::EIO, 500, "internal"),
+        ] {
+            let err = io_error(code);
+            assert_eq!(err.status_code(), (StatusCode::from_u16(status).unwrap(), name));
+            let resp = err.into_response();
+            assert_eq!(resp.status().as_u16(), status);
+            assert_eq!(
+                resp.headers().get(http::header::RETRY_AFTER).is_some(),
+                name == "busy",
+                "Retry-After only on busy"
+            );
+        }
+        let msg = fault_message(
+            Fault::NoSpace,
+            std::path::Path::new("/srv/secret/prochub/processes/abc.json"),
+            &io_error(nix::libc::ENOSPC),
+        );
+        assert!(msg.contains("processes/abc.json") && !msg.contains("secret"), "{msg}");
+    }
+
+    #[test]
+    fn a_fault_wrapped_with_its_path_is_still_classified() {
+        // An error wrapped with its path carries the code one level down.
+        let inner = std::io::Error::from_raw_os_error(nix::libc::EMFILE);
+        let wrapped = std::io::Error::new(inner.kind(), inner);
+        assert_eq!(wrapped.raw_os_error(), None);
+        assert_eq!(Fault::of(&wrapped), Some(Fault::Busy));
     }
 }

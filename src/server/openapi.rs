@@ -85,6 +85,22 @@ fn common(responses: &mut Map<String, Value>, protected: bool) {
         "500".into(),
         error("Server fault; details are in the server's log", &["internal"]),
     );
+    // The store's disk faults, each naming the file (`processes/ID.json`).
+    responses.insert(
+        "503".into(),
+        json!({
+            "description": "The data folder cannot be written (code `read_only`), or the server is out of file descriptors for now (code `busy`, with `Retry-After`)",
+            "headers": { "Retry-After": { "schema": { "type": "integer", "minimum": 0 } } },
+            "content": { "application/json": { "schema": schema("Error") } },
+        }),
+    );
+    responses.insert(
+        "507".into(),
+        error(
+            "The disk (or quota) of the data folder is full",
+            &["insufficient_storage"],
+        ),
+    );
 }
 
 fn path_id(what: &str) -> Value {

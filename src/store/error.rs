@@ -42,6 +42,16 @@ pub enum StoreError {
         #[source]
         source: io::Error,
     },
+    /// A rename or unlink happened but the folder fsync that makes it
+    /// durable failed. Memory follows the disk (a restart will most likely
+    /// find the change) and the caller still hears of the failure.
+    #[error("{op} {path} (done, but it may not survive a power loss): {source}")]
+    NotDurable {
+        op: &'static str,
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
     #[error("encoding record {path}: {source}")]
     Encode {
         path: PathBuf,
@@ -73,10 +83,66 @@ impl StoreError {
 
 impl From<crate::durable::WriteError> for StoreError {
     fn from(e: crate::durable::WriteError) -> StoreError {
-        StoreError::Io {
-            op: e.op,
-            path: e.path,
-            source: e.source,
+        let (op, path, source) = (e.op, e.path, e.source);
+        if e.applied {
+            StoreError::NotDurable { op, path, source }
+        } else {
+            StoreError::Io { op, path, source }
+        }
+    }
+}
+
+/// What the file system said no with, when it is something an operator
+/// fixes (free space, remount, raise a limit) rather than a bug: the server
+/// answers each with its own status and a message naming the path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// ENOSPC, EDQUOT: the disk (or the quota) is full.
+    NoSpace,
+    /// EROFS, EACCES, EPERM: the data folder cannot be written.
+    ReadOnly,
+    /// EMFILE, ENFILE: out of file descriptors, for now.
+    Busy,
+}
+
+impl Fault {
+    /// Classifies an I/O error, looking through wrappers (an error wrapped
+    /// with its path carries the OS code one level down).
+    pub fn of(e: &io::Error) -> Option<Fault> {
+        use nix::errno::Errno;
+        let code = os_code(e)?;
+        match Errno::from_raw(code) {
+            Errno::ENOSPC | Errno::EDQUOT => Some(Fault::NoSpace),
+            Errno::EROFS | Errno::EACCES | Errno::EPERM => Some(Fault::ReadOnly),
+            Errno::EMFILE | Errno::ENFILE => Some(Fault::Busy),
+            _ => None,
+        }
+    }
+}
+
+/// The OS error code of `e` or of the first I/O error among its sources.
+fn os_code(e: &io::Error) -> Option<i32> {
+    if let Some(code) = e.raw_os_error() {
+        return Some(code);
+    }
+    let mut next = e.get_ref().map(|inner| inner as &(dyn std::error::Error + 'static));
+    while let Some(err) = next {
+        if let Some(code) = err.downcast_ref::<io::Error>().and_then(os_code) {
+            return Some(code);
+        }
+        next = err.source();
+    }
+    None
+}
+
+impl StoreError {
+    /// The operator-fixable fault behind this error, with the path it hit.
+    pub fn fault(&self) -> Option<(Fault, &std::path::Path)> {
+        match self {
+            StoreError::Io { path, source, .. } | StoreError::NotDurable { path, source, .. } => {
+                Fault::of(source).map(|f| (f, path.as_path()))
+            }
+            _ => None,
         }
     }
 }

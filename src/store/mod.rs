@@ -36,7 +36,9 @@
 //!    lifecycle event ring `events::Events::ring` (std `Mutex`, held while
 //!    it broadcasts so sequence order is send order), and the folder-fsync
 //!    coalescer `durable::DirSync` (std `Mutex`, never held across the
-//!    fsync).
+//!    fsync), and the open log handles `handles::LogHandles::open` (std
+//!    `Mutex`, taken under a log's output lock by an append, a finish or a
+//!    delete; never held across an open, a write or a close).
 //!
 //! `Follow` (a follower) takes only level 4's output lock, never while
 //! awaiting; the server holds no store lock at all.
@@ -44,5 +46,5 @@
 pub mod error;
 pub mod file;
 
-pub use error::{Result, StoreError};
+pub use error::{Fault, Result, StoreError};
 pub use file::*;

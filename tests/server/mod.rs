@@ -4,6 +4,7 @@
 
 mod errors;
 mod events;
+mod faults;
 mod follow;
 mod ops;
 mod process;

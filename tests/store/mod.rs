@@ -3,6 +3,7 @@
 mod basics;
 mod concurrency;
 mod crash;
+mod descriptors;
 mod follow;
 mod lists;
 mod records;

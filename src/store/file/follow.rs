@@ -85,12 +85,23 @@ impl Follow {
                 match self.read_block().await {
                     Ok(Some(ev)) => return Some(ev),
                     Ok(None) => continue,
-                    Err(e) => {
-                        // The log vanished (the process was deleted) or
-                        // cannot be read: nothing more can be replayed.
-                        tracing::debug!(%e, path = %self.path.display(), "output log unreadable while following");
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        // The log vanished (the process was deleted):
+                        // nothing more can be replayed.
+                        tracing::debug!(%e, path = %self.path.display(), "output log gone while following");
                         self.replay_end = self.pos;
                         continue;
+                    }
+                    Err(e) => {
+                        // Cannot be read now (no descriptor left, an I/O
+                        // error): end this stream rather than skip output
+                        // silently. A client resumes from its position
+                        // (`Last-Event-ID`), with no gap.
+                        tracing::warn!(%e, path = %self.path.display(), "output log unreadable while following; ending the stream");
+                        // The receiver stays until drop, which releases
+                        // the emitter.
+                        self.done = true;
+                        return None;
                     }
                 }
             }

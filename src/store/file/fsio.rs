@@ -42,15 +42,26 @@ pub fn remove_durable(path: &Path, dir_sync: &DirSync) -> Result<()> {
 /// our pid into it. The returned file must live as long as the store: the
 /// lock is released when it is closed. A second opener fails at once with an
 /// error naming the owner (pid, and address when a server wrote one).
+///
+/// The lock is held on a read-only descriptor (a file open for writing
+/// keeps a folder from being remounted read-only), and the pid is written
+/// through a second one that is closed at once. Writing the pid is best
+/// effort: on a full or read-only disk the store still opens for reads.
 pub fn acquire_lock(dir: &Path) -> Result<File> {
     let path = dir.join("LOCK");
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(StoreError::io("open", &path))?;
+    let mut file = match File::open(&path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)
+                .map_err(StoreError::io("create", &path))?;
+            File::open(&path).map_err(StoreError::io("open", &path))?
+        }
+        Err(e) => return Err(StoreError::io("open", &path)(e)),
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(fs::TryLockError::WouldBlock) => {
@@ -61,15 +72,17 @@ pub fn acquire_lock(dir: &Path) -> Result<File> {
         }
         Err(fs::TryLockError::Error(e)) => return Err(StoreError::io("lock", &path)(e)),
     }
-    file.set_len(0)
-        .and_then(|_| {
-            use std::io::Seek;
-            file.seek(io::SeekFrom::Start(0))?;
-            writeln!(file, "{}", std::process::id())?;
-            file.sync_all()
-        })
-        .map_err(StoreError::io("write pid to", &path))?;
+    if let Err(e) = write_pid(&path) {
+        tracing::warn!(%e, path = %path.display(), "cannot write our pid into LOCK (a second server will say \"pid unknown\")");
+    }
     Ok(file)
+}
+
+/// Replaces `LOCK`'s contents with our pid; only the lock holder calls it.
+fn write_pid(path: &Path) -> io::Result<()> {
+    let mut w = OpenOptions::new().write(true).truncate(true).open(path)?;
+    writeln!(w, "{}", std::process::id())?;
+    w.sync_all()
 }
 
 /// "pid 123, address 127.0.0.1:7070" from `LOCK` and `server.json`.
@@ -131,7 +144,7 @@ where
         if let Some(stem) = path.file_stem().and_then(|s| s.to_str()) {
             quarantined_stems.push(stem.to_owned());
         }
-        quarantined.push(move_to_quarantine(&path, quarantine, &why)?);
+        quarantined.extend(quarantine_or_leave(&path, quarantine, &why));
     }
     Ok(Scan {
         loaded,
@@ -165,9 +178,14 @@ fn list_records(dir: &Path) -> Result<Listing> {
         let name = entry.file_name();
         let text = name.to_string_lossy();
         if text.starts_with(TEMP_PREFIX) {
+            // Housekeeping: a temp file is never read as a record, so one
+            // that cannot be removed now (read-only disk) waits for a start
+            // that can.
             let path = entry.path();
-            fs::remove_file(&path).map_err(StoreError::io("remove leftover temp file", &path))?;
-            listing.temp_removed += 1;
+            match fs::remove_file(&path) {
+                Ok(()) => listing.temp_removed += 1,
+                Err(e) => tracing::warn!(%e, file = %path.display(), "cannot remove a leftover temp file"),
+            }
         } else if text.strip_suffix(".json").is_some_and(|id| Id::parse(id).is_ok()) {
             listing.names.push(name);
         } else {
@@ -248,6 +266,19 @@ fn read_record<T: DeserializeOwned>(path: &Path, buf: &mut Vec<u8>, id_of: fn(&T
         return Err(format!("record id {:?} does not match its file name", id_of(&record)));
     }
     Ok(record)
+}
+
+/// [`move_to_quarantine`], or, when the disk does not allow it (full,
+/// read-only), leaves the file where it is with a log line: it is not
+/// loaded either way, and the next start tries again.
+pub fn quarantine_or_leave(path: &Path, quarantine: &Path, why: &str) -> Option<PathBuf> {
+    match move_to_quarantine(path, quarantine, why) {
+        Ok(to) => Some(to),
+        Err(e) => {
+            tracing::warn!(%e, file = %path.display(), reason = why, "cannot quarantine an unreadable file; it stays, unloaded");
+            None
+        }
+    }
 }
 
 /// Moves `path` into `quarantine/`, never overwriting an earlier file there.

@@ -11,11 +11,18 @@
 //! emitter. So every byte below the `stored` it saw is in the log, and every
 //! chunk after it arrives on its receiver; chunks already covered by the
 //! replay are recognised by their offset and skipped.
+//!
+//! # Descriptors
+//! A log holds no descriptor of its own: appends take one from the
+//! store-wide [`super::handles::LogHandles`] cache (at most
+//! [`MAX_OPEN_LOGS`] open), and reads open the file for one block and close
+//! it again.
 
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::fs::{self, File};
+use std::io::{self, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt as _;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use tokio::sync::broadcast;
@@ -23,6 +30,7 @@ use tokio::sync::broadcast;
 use super::chunk::Chunk;
 use super::error::{Result, StoreError};
 use super::follow::Follow;
+use super::handles::LogHandles;
 use crate::model::{Status, StatusInfo, StreamKind};
 
 /// Chunks an emitter buffers for its slowest subscriber before that one is
@@ -34,16 +42,35 @@ pub const EMITTER_CAPACITY: usize = 1024;
 pub const MAX_STREAM_RUNS: usize = 65_536;
 /// Size of one read from the log while replaying or catching up.
 pub const REPLAY_BLOCK: usize = 64 * 1024;
+/// Output logs the store keeps open at once for appends, store-wide (fewer
+/// under a low descriptor limit: `handles::capacity`); past it the least
+/// recently appended-to log is closed and reopened on its next
+/// append (an `open` of a few microseconds, only for a process that had
+/// gone quiet while 256 others wrote).
+///
+/// The store's descriptor budget is this plus a handful: the `LOCK` file,
+/// the two record folders kept open for their fsyncs, one temp file per
+/// record write in flight, one log per read or fsync in flight (each closed
+/// at once), and one per append in flight past an eviction. Whoever sizes
+/// the server's connections against `RLIMIT_NOFILE` reserves at least
+/// `MAX_OPEN_LOGS` plus those for the store.
+pub const MAX_OPEN_LOGS: usize = 256;
+
+/// Hands out each log's key into [`LogHandles`]: unique for the life of the
+/// program, unlike an address or an id, which a deleted and re-created
+/// process reuses.
+static NEXT_LOG_KEY: AtomicU64 = AtomicU64::new(0);
 
 /// The mutable output state of one process. Append, subscribe, completion
 /// and follower teardown take this std Mutex; it is held for one page-cache
 /// write at most and never across an `.await`.
 pub(crate) struct LogState {
     path: PathBuf,
-    /// The open log. Arc so that an fsync can run on a clone of the handle
-    /// without holding this lock (an fsync can take many milliseconds, and
-    /// `list`/`get` take this lock to read `stored`).
-    file: Option<Arc<File>>,
+    /// Key of this log's handle in the store's [`LogHandles`].
+    key: u64,
+    /// Appends since the last fsync: `sync` has something to flush (and
+    /// reopens the log for it if its handle was closed in between).
+    unsynced: bool,
     /// Bytes in the log (acknowledged, readable).
     pub stored: u64,
     /// Bytes emitted in all (>= stored once the cap is hit).
@@ -75,23 +102,26 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
-    /// Writes `bytes` at the end of the log (opening it on first use) and
-    /// counts them as stored. A failed write is cut back off, so the log
-    /// never holds bytes beyond `stored` that later offsets would skip.
-    fn write(&mut self, bytes: &[u8], stream: Option<StreamKind>) -> Result<()> {
-        if self.file.is_none() {
-            let f = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)
-                .map_err(StoreError::io("open output log", &self.path))?;
-            self.file = Some(Arc::new(f));
+    /// Writes `bytes` at `stored` (taking the log's handle from `handles`,
+    /// opening it if it is not cached) and counts them as stored.
+    ///
+    /// Writes are positioned, not appended: bytes a failed write left past
+    /// `stored` (a full disk takes part of a write) are overwritten by the
+    /// next one, never skipped, and they are cut off again when the log is
+    /// next opened, so a restart (which takes the log's length as
+    /// `output_bytes`) never serves them either.
+    fn write(&mut self, handles: &LogHandles, bytes: &[u8], stream: Option<StreamKind>) -> Result<()> {
+        let (file, fresh) = handles
+            .for_writing(self.key, &self.path)
+            .map_err(StoreError::io("open output log", &self.path))?;
+        if fresh {
+            trim_to(&file, self.stored).map_err(StoreError::io("trim output log", &self.path))?;
         }
-        let mut file: &File = self.file.as_deref().expect("opened just above");
-        if let Err(e) = file.write_all(bytes) {
+        if let Err(e) = file.write_all_at(bytes, self.stored) {
             let _ = file.set_len(self.stored);
             return Err(StoreError::io("append to", &self.path)(e));
         }
+        self.unsynced = true;
         self.note_stream(stream);
         self.stored += bytes.len() as u64;
         Ok(())
@@ -125,6 +155,9 @@ impl LogState {
 
 /// Shared handle of a process's output log and emitter.
 pub(crate) struct OutputLog {
+    /// This log's key in the store's [`LogHandles`] (also in `state`, for
+    /// callers that do not take the lock).
+    key: u64,
     pub state: Mutex<LogState>,
     /// Live emitters across the store (observable in tests and /healthz).
     emitters: Arc<AtomicUsize>,
@@ -140,10 +173,13 @@ pub(crate) struct Appended {
 
 impl OutputLog {
     pub fn new(path: PathBuf, stored: u64, status: Status, truncated: bool, emitters: Arc<AtomicUsize>) -> Self {
+        let key = NEXT_LOG_KEY.fetch_add(1, Ordering::Relaxed);
         OutputLog {
+            key,
             state: Mutex::new(LogState {
                 path,
-                file: None,
+                key,
+                unsynced: false,
                 stored,
                 total: stored,
                 truncated,
@@ -169,6 +205,7 @@ impl OutputLog {
     /// is marked truncated from then on.
     pub fn append_blocking(
         &self,
+        handles: &LogHandles,
         id: &str,
         content: String,
         stream: Option<StreamKind>,
@@ -184,7 +221,7 @@ impl OutputLog {
         let len = content.len() as u64;
         let mut newly_truncated = false;
         if !st.truncated && st.stored + len <= max_output {
-            st.write(content.as_bytes(), stream)?;
+            st.write(handles, content.as_bytes(), stream)?;
         } else if !st.truncated && len > 0 {
             st.truncated = true;
             newly_truncated = true;
@@ -229,31 +266,44 @@ impl OutputLog {
         st.status = status;
     }
 
-    /// fsyncs the log (blocking), so a finished process's output is durable.
-    pub fn sync(&self) -> Result<()> {
+    /// fsyncs the log if it was appended to since the last fsync (blocking),
+    /// so a finished process's output is durable. Uses the cached handle,
+    /// else opens the log for the fsync alone: the data of a handle closed
+    /// by eviction is flushed by an fsync through any descriptor.
+    pub fn sync(&self, handles: &LogHandles) -> Result<()> {
         // Regression: this used to fsync while holding the state lock, so
         // every `get`/`list` touching this process (and every append and
         // subscribe) stalled for the whole fsync, on the async executor.
-        let (file, path) = {
-            let st = self.lock();
-            (st.file.clone(), st.path.clone())
+        let path = {
+            let mut st = self.lock();
+            if !std::mem::take(&mut st.unsynced) {
+                return Ok(());
+            }
+            st.path.clone()
         };
-        if let Some(f) = file {
-            f.sync_data().map_err(StoreError::io("fsync", &path))?;
+        let synced = match handles.cached(self.key) {
+            Some(f) => f.sync_data(),
+            None => File::open(&path).and_then(|f| f.sync_data()),
+        };
+        if let Err(e) = synced {
+            // Still to do: the next sync (or the shutdown's) tries again.
+            self.lock().unsynced = true;
+            return Err(StoreError::io("fsync", &path)(e));
         }
         Ok(())
     }
 
-    /// Marks the process finished and drops the emitter, which ends every
-    /// follower's live part: each then catches up from the log and gets
-    /// `status`.
-    pub fn finish(&self, status: StatusInfo) {
+    /// Marks the process finished, closes its log's cached handle (no more
+    /// appends; a deleted log's space is freed once no descriptor is left)
+    /// and drops the emitter, which ends every follower's live part: each
+    /// then catches up from the log and gets `status`.
+    pub fn finish(&self, handles: &LogHandles, status: StatusInfo) {
         let mut st = self.lock();
         st.accepting = false;
         st.status = status.status;
         st.finished = true;
         st.final_status = Some(status);
-        st.file = None;
+        handles.forget(self.key);
         if st.emitter.take().is_some() {
             self.emitters.fetch_sub(1, Ordering::Relaxed);
         }
@@ -304,6 +354,16 @@ impl OutputLog {
         drop(st);
         follow
     }
+}
+
+/// Cuts a freshly opened log back to `stored` bytes: what a failed write
+/// (or the log of an earlier process of the same id that could not be
+/// removed) left beyond the acknowledged output.
+fn trim_to(file: &File, stored: u64) -> io::Result<()> {
+    if file.metadata()?.len() > stored {
+        file.set_len(stored)?;
+    }
+    Ok(())
 }
 
 /// Length of the longest prefix of `b` that does not end inside an

@@ -18,6 +18,15 @@
 //!   chunk cost 3x the CPU.
 //! * Locks nest in the one order written in [`crate::store`]'s module doc.
 //!
+//! # When a step fails
+//! Memory changes only after the disk change that makes it true: a write
+//! that fails before its rename (or unlink) leaves both as they were, and
+//! one that fails after it (`StoreError::NotDurable`) is applied to memory
+//! too, since that is what a restart will find ([`settle`]). So whatever
+//! fails in the middle (a full disk, a read-only folder, no descriptors
+//! left), the index, the emitters and the files agree, and a restart shows
+//! what the API last answered.
+//!
 //! # Layout
 //! * here: [`FileProcessStore`], its config, the folder `Layout`, the
 //!   task helpers (`detached`, `blocking`, `blocking_short`);
@@ -29,6 +38,7 @@
 //! * `workspace`: workspace records;
 //! * `log`, `chunk`, `follow`: a process's output log and emitter, the
 //!   chunks it broadcasts, a follower's replay-then-live stream;
+//! * `handles`: the bounded cache of open log handles, store-wide;
 //! * `events`: lifecycle events and their replay ring;
 //! * `retention`: prune by age and count, on demand and on an interval.
 //! * Open parses records on several threads and builds the index from
@@ -41,6 +51,7 @@ mod creating;
 mod events;
 mod follow;
 mod fsio;
+mod handles;
 mod index;
 mod log;
 mod open;
@@ -60,7 +71,7 @@ pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
-pub use log::EMITTER_CAPACITY;
+pub use log::{EMITTER_CAPACITY, MAX_OPEN_LOGS};
 // `append_output` returns it: without the re-export no caller outside the
 // store could name it.
 pub use process::AppendResult;
@@ -70,6 +81,7 @@ pub use retention::Retention;
 
 use crate::model::{DEFAULT_WORKSPACE, Id, Timestamp, Workspace};
 use fsio::DirSync;
+use handles::LogHandles;
 use index::Index;
 use log::OutputLog;
 
@@ -177,6 +189,8 @@ pub struct FileProcessStore {
     events: Events,
     /// Live emitters (processes with at least one follower).
     emitters: Arc<AtomicUsize>,
+    /// Open output-log handles, at most [`MAX_OPEN_LOGS`].
+    log_handles: LogHandles,
     report: OpenReport,
 }
 
@@ -203,6 +217,11 @@ impl FileProcessStore {
     /// of a running process).
     pub fn emitter_count(&self) -> usize {
         self.emitters.load(Ordering::Relaxed)
+    }
+
+    /// Output logs open for appends right now (at most [`MAX_OPEN_LOGS`]).
+    pub fn open_logs(&self) -> usize {
+        self.log_handles.len()
     }
 
     /// Number of process records.
@@ -235,7 +254,10 @@ impl FileProcessStore {
     }
 
     /// Writes the `default` workspace if the folder has none. Runs at open,
-    /// before the store is shared, so nothing can race the check.
+    /// before the store is shared, so nothing can race the check. On a full
+    /// or read-only disk it is kept in memory only (the folder can still be
+    /// served for reads, and every start writes it again until it sticks:
+    /// `default` always exists either way).
     fn ensure_default_workspace(&self) -> Result<()> {
         if self.workspace_exists(DEFAULT_WORKSPACE) {
             return Ok(());
@@ -246,7 +268,13 @@ impl FileProcessStore {
             root_path: None,
             created_at: self.now(),
         };
-        fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync)?;
+        match fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync) {
+            Ok(()) => {}
+            Err(e) if e.fault().is_some_and(|(f, _)| f != error::Fault::Busy) => {
+                tracing::warn!(%e, "cannot write the default workspace: kept in memory until a start can write it");
+            }
+            Err(e) => return Err(e),
+        }
         crate::sync::lock(&self.workspaces).insert(w.id.clone(), w);
         Ok(())
     }
@@ -298,7 +326,24 @@ impl FileProcessStore {
     /// graceful shutdown survives a power loss after it.
     pub async fn sync_output(self: &Arc<Self>) -> Result<()> {
         let logs: Vec<Arc<OutputLog>> = self.read_index().by_id.values().map(|e| e.log.clone()).collect();
-        Self::blocking(move || logs.iter().try_for_each(|l| l.sync())).await
+        let store = self.clone();
+        Self::blocking(move || logs.iter().try_for_each(|l| l.sync(&store.log_handles))).await
+    }
+}
+
+/// Applies a disk change's outcome to memory: `apply` runs when the change
+/// happened (`Ok`, or [`StoreError::NotDurable`]: renamed or unlinked, only
+/// its fsync failed), never when it did not, and the write's error, if any,
+/// is passed on. The one place that decides whether memory follows a write.
+fn settle<T>(written: Result<()>, apply: impl FnOnce() -> T) -> Result<T> {
+    match written {
+        Ok(()) => Ok(apply()),
+        Err(e @ StoreError::NotDurable { .. }) => {
+            tracing::error!(%e, "a change is on disk but its fsync failed; memory follows the disk");
+            apply();
+            Err(e)
+        }
+        Err(e) => Err(e),
     }
 }
 

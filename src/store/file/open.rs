@@ -2,6 +2,17 @@
 //! record into memory (leftover temp files removed, unreadable files
 //! quarantined), derive `output_bytes` from the logs, and settle logs
 //! whose record is gone. Runs before the store is shared, so it may block.
+//!
+//! # On a full or read-only disk
+//! A store that can still be read opens: the writes of an open are either
+//! needed (none, beyond folders that already exist) or housekeeping, and
+//! housekeeping that fails is logged and left for the next start. Leftover
+//! temp files stay (they are never read as records), a file that cannot
+//! be quarantined stays where it is, unloaded, an orphan log stays (a
+//! later log of that id is cut back to its own length when opened), the
+//! pid in `LOCK` stays unwritten, and the `default` workspace is kept in
+//! memory only. Writes then fail with their own error (507, 503) until the
+//! disk has room or is writable again.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
@@ -12,6 +23,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use super::error::{Result, StoreError};
 use super::events::Events;
 use super::fsio::{self, DirSync, Scan};
+use super::handles::{self, LogHandles};
 use super::index::{Entry, Index};
 use super::{FileProcessStore, Layout, OpenReport, StoreConfig, log};
 use crate::model::{Id, Process, Workspace};
@@ -40,8 +52,8 @@ impl FileProcessStore {
         let emitters = Arc::new(AtomicUsize::new(0));
         let index = load_processes(&files, &emitters, &mut report)?;
         let store = FileProcessStore {
-            proc_sync: DirSync::new(files.processes.clone()).with_fsync_hook(crate::metrics::observe_fsync),
-            ws_sync: DirSync::new(files.workspaces.clone()).with_fsync_hook(crate::metrics::observe_fsync),
+            proc_sync: DirSync::open(files.processes.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
+            ws_sync: DirSync::open(files.workspaces.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
             events: Events::with_clock(config.clock.clone()),
             dir,
             config,
@@ -52,6 +64,7 @@ impl FileProcessStore {
             workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
             emitters,
+            log_handles: LogHandles::new(handles::capacity()),
             report,
         };
         store.ensure_default_workspace()?;
@@ -61,6 +74,7 @@ impl FileProcessStore {
             workspaces = store.report.workspaces,
             quarantined = store.report.quarantined.len(),
             temp_removed = store.report.temp_removed,
+            open_logs_max = store.log_handles.capacity(),
             "store opened"
         );
         Ok(Arc::new(store))
@@ -127,11 +141,16 @@ fn settle_orphan_logs(
     for id in logs.keys().filter(|id| !index.by_id.contains_key(id.as_str())) {
         let path = files.log(id);
         if set_aside.contains(id.as_str()) {
-            let to = fsio::move_to_quarantine(&path, &files.quarantine, "output of a quarantined record")?;
-            report.quarantined.push(to);
+            if let Some(to) = fsio::quarantine_or_leave(&path, &files.quarantine, "output of a quarantined record") {
+                report.quarantined.push(to);
+            }
         } else {
-            fs::remove_file(&path).map_err(StoreError::io("remove orphan log", &path))?;
-            report.orphan_logs_removed += 1;
+            match fs::remove_file(&path) {
+                Ok(()) => report.orphan_logs_removed += 1,
+                Err(e) => {
+                    tracing::warn!(%e, log = %path.display(), "cannot remove an orphan log; left for the next start")
+                }
+            }
         }
     }
     Ok(())

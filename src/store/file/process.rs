@@ -3,13 +3,13 @@
 
 use std::sync::Arc;
 
-use super::FileProcessStore;
 use super::checks;
 use super::error::{Result, StoreError};
 use super::follow::Follow;
 use super::fsio;
 use super::index::{Entry, ListQuery, Page};
 use super::log;
+use super::{FileProcessStore, settle};
 use crate::model::{
     EventKind, Id, NewProcess, OutputRange, Process, ProcessPatch, Status, StreamKind, Timestamp, format_duration,
 };
@@ -63,10 +63,12 @@ impl FileProcessStore {
         }
         let _creating = self.reserve_id(&id).await?;
         let p = new_record(id, workspace, new, self.now());
-        self.write_record(&p).await?;
-        let entry = Entry::new(p.clone(), self.log_path(&p.id), &self.emitters);
-        self.write_index().insert(&p, entry);
-        self.events.process(EventKind::ProcessAdded, &p);
+        let written = self.write_record(&p).await;
+        settle(written, || {
+            let entry = Entry::new(p.clone(), self.log_path(&p.id), &self.emitters);
+            self.write_index().insert(&p, entry);
+            self.events.process(EventKind::ProcessAdded, &p);
+        })?;
         Ok(p)
     }
 
@@ -127,12 +129,14 @@ impl FileProcessStore {
             return self.write_terminal(&entry, current.status, next).await;
         }
         let starting = current.status == Status::Queued && next.status == Status::Running;
-        self.write_record(&next).await?;
-        entry.set_record(next);
-        if starting {
-            entry.log.reopen_for_appends();
-        }
-        Ok(self.updated(&entry))
+        let written = self.write_record(&next).await;
+        settle(written, || {
+            entry.set_record(next);
+            if starting {
+                entry.log.reopen_for_appends();
+            }
+            self.updated(&entry)
+        })
     }
 
     /// `current` with `patch` applied, its status move checked and stamped.
@@ -163,19 +167,22 @@ impl FileProcessStore {
     /// output again as before.
     async fn write_terminal(self: &Arc<Self>, entry: &Arc<Entry>, was: Status, mut next: Process) -> Result<Process> {
         next.output_bytes = entry.log.close_for_appends(next.status);
-        let log = entry.log.clone();
-        let written = match Self::blocking(move || log.sync()).await {
+        let (log, store) = (entry.log.clone(), self.clone());
+        let written = match Self::blocking(move || log.sync(&store.log_handles)).await {
             Ok(()) => self.write_record(&next).await,
             Err(e) => Err(e),
         };
-        if let Err(e) = written {
+        if let Err(e) = &written
+            && !matches!(e, StoreError::NotDurable { .. })
+        {
             entry.log.restore_status(was);
-            return Err(e);
         }
-        let info = next.status_info();
-        entry.set_record(next);
-        entry.log.finish(info);
-        Ok(self.updated(entry))
+        settle(written, || {
+            let info = next.status_info();
+            entry.set_record(next);
+            entry.log.finish(&self.log_handles, info);
+            self.updated(entry)
+        })
     }
 
     /// The record as now stored, announced as updated.
@@ -200,6 +207,13 @@ impl FileProcessStore {
             .await
     }
 
+    /// The record's unlink is the one step that decides: before it nothing
+    /// has changed (the process keeps its status, and a running one its
+    /// appends), after it the process is gone from memory too, even if the
+    /// folder fsync that followed failed. The log goes after the record (a
+    /// log without a record is removed at the next open, a record without
+    /// its log would be a process whose output vanished); `finish` closes
+    /// the log's cached handle, so a deleted log's space is freed at once.
     pub(crate) async fn delete_process_inner(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
         let _write = self.lock_current(id, &entry).await?;
@@ -208,33 +222,31 @@ impl FileProcessStore {
         let (path, log) = (self.process_path(id), self.log_path(id));
         let store = self.clone();
         let removed = Self::blocking(move || {
-            fsio::remove_durable(&path, &store.proc_sync)?;
-            match std::fs::remove_file(&log) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                // The record is gone, so the process is: the index must
-                // follow. The log is removed as an orphan at next open.
-                Err(e) => tracing::warn!(%e, log = %log.display(), "could not remove the log of a deleted process"),
+            let removed = fsio::remove_durable(&path, &store.proc_sync);
+            if matches!(removed, Ok(()) | Err(StoreError::NotDurable { .. })) {
+                remove_log(&log);
             }
-            Ok(())
+            removed
         })
         .await;
-        if let Err(e) = removed {
+        if let Err(e) = &removed
+            && !matches!(e, StoreError::NotDurable { .. })
+        {
             // Regression: a failed delete left a running process refusing
-            // output. The unlink (or its folder fsync) failed: the record
-            // is still indexed, so the process keeps its status (and a
-            // running one keeps taking output).
+            // output. The unlink failed: the record is still indexed, so
+            // the process keeps its status (and a running one keeps taking
+            // output).
             entry.log.restore_status(p.status);
-            return Err(e);
         }
-        self.write_index().remove(&p);
-        if !p.status.is_terminal() {
-            let now = self.now();
-            stamp_transition(&mut p, Status::Cancelled, now);
-        }
-        entry.log.finish(p.status_info());
-        self.events.process(EventKind::ProcessRemoved, &p);
-        Ok(())
+        settle(removed, || {
+            self.write_index().remove(&p);
+            if !p.status.is_terminal() {
+                let now = self.now();
+                stamp_transition(&mut p, Status::Cancelled, now);
+            }
+            entry.log.finish(&self.log_handles, p.status_info());
+            self.events.process(EventKind::ProcessRemoved, &p);
+        })
     }
 
     /// Appends output to a running process (409 otherwise). Content past the
@@ -248,11 +260,11 @@ impl FileProcessStore {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
         let len = content.len();
-        let (out, id2) = (entry.log.clone(), id.to_owned());
         let appended = if content.len() <= INLINE_APPEND_MAX {
-            out.append_blocking(&id2, content, stream, max)?
+            entry.log.append_blocking(&self.log_handles, id, content, stream, max)?
         } else {
-            Self::blocking_short(move || out.append_blocking(&id2, content, stream, max)).await?
+            let (out, id, store) = (entry.log.clone(), id.to_owned(), self.clone());
+            Self::blocking_short(move || out.append_blocking(&store.log_handles, &id, content, stream, max)).await?
         };
         crate::metrics::get().output_appended(len);
         if appended.newly_truncated {
@@ -272,9 +284,8 @@ impl FileProcessStore {
         let _write = self.lock_current(id, &entry).await?;
         let mut p = entry.record();
         p.output_truncated = true;
-        self.write_record(&p).await?;
-        entry.set_record(p);
-        Ok(())
+        let written = self.write_record(&p).await;
+        settle(written, || entry.set_record(p))
     }
 
     /// Reads stored output as UTF-8 bytes: a range starting inside a
@@ -307,6 +318,16 @@ impl FileProcessStore {
         let entry = self.entry(id)?;
         let current = entry.record().status_info();
         Ok(entry.log.subscribe(from, current))
+    }
+}
+
+/// Removes a deleted process's log; a failure is logged and left to the
+/// next open, which removes logs without a record.
+fn remove_log(log: &std::path::Path) {
+    match std::fs::remove_file(log) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => tracing::warn!(%e, log = %log.display(), "could not remove the log of a deleted process"),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use super::error::{Result, StoreError};
-use super::{FileProcessStore, checks, fsio};
+use super::{FileProcessStore, checks, fsio, settle};
 use crate::model::{DEFAULT_WORKSPACE, EventKind, Id, NewWorkspace, Workspace};
 
 impl FileProcessStore {
@@ -32,9 +32,11 @@ impl FileProcessStore {
             created_at: self.now(),
         };
         let (path, record, store) = (self.workspace_path(&id), w.clone(), self.clone());
-        Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.ws_sync)).await?;
-        self.lock_workspaces().insert(id, w.clone());
-        self.events.workspace(EventKind::WorkspaceAdded, &w);
+        let written = Self::blocking(move || fsio::write_json_atomic(&path, &record, &store.ws_sync)).await;
+        settle(written, || {
+            self.lock_workspaces().insert(id, w.clone());
+            self.events.workspace(EventKind::WorkspaceAdded, &w);
+        })?;
         Ok((w, true))
     }
 
@@ -93,10 +95,14 @@ impl FileProcessStore {
                 Err(e) => return Err(e),
             }
         }
+        // Its processes are gone one by one above, each settled on its own:
+        // a cascade that fails half-way leaves the workspace with the
+        // processes not yet deleted, on disk and in memory alike.
         let (path, store) = (self.workspace_path(id), self.clone());
-        Self::blocking(move || fsio::remove_durable(&path, &store.ws_sync)).await?;
-        self.lock_workspaces().remove(id);
-        self.events.workspace(EventKind::WorkspaceRemoved, &w);
-        Ok(())
+        let removed = Self::blocking(move || fsio::remove_durable(&path, &store.ws_sync)).await;
+        settle(removed, || {
+            self.lock_workspaces().remove(id);
+            self.events.workspace(EventKind::WorkspaceRemoved, &w);
+        })
     }
 }
