@@ -4,13 +4,16 @@
 use std::convert::Infallible;
 
 use bytes::Bytes;
+use futures_util::{Stream, StreamExt};
 use http::header::{CONTENT_TYPE, HeaderValue};
 use http::{Response, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
-use http_body_util::{BodyExt, Empty, Full};
+use http_body_util::{BodyExt, Empty, Full, StreamBody};
+use hyper::body::Frame;
 use serde::Serialize;
 
-/// The body of every response: a whole buffer or a stream (SSE). Not
+/// The body of every response: a whole buffer or a stream (SSE, output,
+/// lists). Not
 /// `Sync`: a follow stream owns its `Follow`, which only needs `Send`.
 pub type Body = UnsyncBoxBody<Bytes, Infallible>;
 
@@ -18,6 +21,17 @@ pub type Resp = Response<Body>;
 
 pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into()).boxed_unsync()
+}
+
+/// A body written as `frames` yields them: hyper polls it only when the
+/// connection can take more, so a client that stops reading stops the
+/// stream (it holds one frame, not the whole response). No length is
+/// known: HTTP/1.1 sends it chunked.
+pub fn stream<S>(frames: S) -> Body
+where
+    S: Stream<Item = Bytes> + Send + 'static,
+{
+    StreamBody::new(frames.map(|b| Ok::<_, Infallible>(Frame::data(b)))).boxed_unsync()
 }
 
 pub fn empty_body() -> Body {

@@ -45,6 +45,7 @@ mod index;
 mod log;
 mod open;
 mod process;
+mod reader;
 mod retention;
 mod stats;
 mod workspace;
@@ -57,10 +58,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
-pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
+pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent, Subscription};
 pub use follow::{Follow, FollowEvent};
 pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
 pub use log::EMITTER_CAPACITY;
+pub use reader::OutputReader;
 // `append_output` returns it: without the re-export no caller outside the
 // store could name it.
 pub use process::AppendResult;
