@@ -60,7 +60,7 @@ pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent, Subscription};
 pub use follow::{Follow, FollowEvent};
-pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
+pub use index::{DEFAULT_LIMIT, LazyPage, ListQuery, MAX_LIMIT, Page};
 pub use log::EMITTER_CAPACITY;
 pub use reader::OutputReader;
 // `append_output` returns it: without the re-export no caller outside the
