@@ -29,7 +29,8 @@
 //! * `workspace`: workspace records;
 //! * `log`, `chunk`, `follow`: a process's output log and emitter, the
 //!   chunks it broadcasts, a follower's replay-then-live stream;
-//! * `events`: lifecycle events and their replay ring;
+//! * `reader`: `GET …/output` read from a log block by block;
+//! * `events`: lifecycle events and their ring (replay and live delivery);
 //! * `retention`: prune by age and count, on demand and on an interval.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
