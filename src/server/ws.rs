@@ -2,6 +2,11 @@
 //! handshake is answered here; the upgraded socket is served by a task of
 //! the server's `TaskTracker` (an upgraded connection leaves hyper's
 //! graceful-shutdown watch), which closes it at shutdown.
+//!
+//! A socket reads the store's event ring through its `Subscription`; one
+//! that falls out of the ring (a client too slow, or not reading at all)
+//! is closed with 1013 and [`LAGGED_REASON`], even while a write to it is
+//! blocked, so it pins neither events nor its task.
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -168,18 +173,20 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: Subscription, filter: 
                     Err(RecvError::Lagged(_)) => break Ended::Lagged,
                     Err(RecvError::Closed) => break Ended::Gone,
                 };
-                let batch = ready_messages(&mut rx, &filter, first);
+                let (batch, lagged) = ready_messages(&mut rx, &filter, first);
                 // A client that stops reading blocks the send: neither
-                // shutdown nor the ring moving past it waits on that.
+                // shutdown nor the ring moving past it waits on that (and
+                // a socket that lagged already gets CLOSE_WAIT for these).
                 let sent = tokio::select! {
                     sent = send_all(&mut ws, batch) => sent,
                     _ = rx.lagged() => break Ended::Lagged,
+                    _ = tokio::time::sleep(CLOSE_WAIT), if lagged => break Ended::Lagged,
                     _ = shutdown.cancelled() => break Ended::Shutdown,
                 };
                 if sent.is_err() {
                     break Ended::Gone;
                 }
-                if rx.is_lagged() {
+                if lagged || rx.is_lagged() {
                     break Ended::Lagged;
                 }
             }
@@ -195,23 +202,26 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: Subscription, filter: 
 
 /// `first` and every event ready after it that passes `filter`, as text
 /// messages, up to [`sse::MAX_FRAME`] bytes (the rest stays in the ring
-/// for the next round). A lag found here is left for the caller's
-/// `is_lagged` check, after these are sent.
-fn ready_messages(rx: &mut Subscription, filter: &Option<Id>, first: Arc<SeqEvent>) -> Vec<Message> {
+/// for the next round), and whether the subscription lagged meanwhile (the
+/// caller sends these, then closes).
+fn ready_messages(rx: &mut Subscription, filter: &Option<Id>, first: Arc<SeqEvent>) -> (Vec<Message>, bool) {
     let mut out = Vec::new();
     let mut bytes = 0;
-    let mut next = Some(first);
-    while let Some(ev) = next.take() {
-        if wanted(filter, &ev) {
-            bytes += ev.json.len();
-            out.push(Message::text(ev.json.clone()));
+    let mut next = first;
+    loop {
+        if wanted(filter, &next) {
+            bytes += next.json.len();
+            out.push(Message::text(next.json.clone()));
         }
-        if bytes >= sse::MAX_FRAME || rx.is_lagged() {
-            break;
+        if bytes >= sse::MAX_FRAME {
+            return (out, false);
         }
-        next = rx.try_recv().ok();
+        next = match rx.try_recv() {
+            Ok(ev) => ev,
+            Err(TryRecvError::Lagged(_)) => return (out, true),
+            Err(_) => return (out, false),
+        };
     }
-    out
 }
 
 /// Queues every message, then flushes once.
