@@ -15,7 +15,7 @@
 //! held for events is the ring's cap, however many subscribers stall.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, RwLock};
 
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -88,7 +88,7 @@ pub struct Events {
     /// Changes at every open, so ids from a previous run are recognised.
     epoch: String,
     /// The ring and the sequence counter, shared with every subscription.
-    ring: Arc<Mutex<Ring>>,
+    ring: Arc<RwLock<Ring>>,
     /// Wakes subscriptions: the seq of the newest event. Dropped with the
     /// store, which ends every subscription (`Closed`).
     wake: watch::Sender<u64>,
@@ -97,9 +97,10 @@ pub struct Events {
     clock: Clock,
 }
 
-/// std Mutex held while numbering and pushing one event, or while a
-/// subscriber copies out one `Arc`: never across an `.await`. Seq order ==
-/// ring order, and a position taken under it sees no gap.
+/// Behind a std RwLock: written while numbering and pushing one event,
+/// read while a subscriber copies out one `Arc` (many subscribers read at
+/// once); never held across an `.await`. Seq order == ring order, and a
+/// position taken under it sees no gap.
 struct Ring {
     next_seq: u64,
     recent: VecDeque<Arc<SeqEvent>>,
@@ -137,7 +138,7 @@ impl Events {
     pub fn with_clock(clock: Clock) -> Self {
         Events {
             epoch: crate::model::Id::generate().into_string(),
-            ring: Arc::new(Mutex::new(Ring {
+            ring: Arc::new(RwLock::new(Ring {
                 next_seq: 1,
                 recent: VecDeque::new(),
                 bytes: 0,
@@ -151,8 +152,8 @@ impl Events {
         &self.epoch
     }
 
-    fn lock(&self) -> MutexGuard<'_, Ring> {
-        crate::sync::lock(&self.ring)
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Ring> {
+        crate::sync::read(&self.ring)
     }
 
     fn publish(&self, kind: EventKind, workspace: Id, process: Option<&Process>, ws: Option<&Workspace>) {
@@ -166,7 +167,7 @@ impl Events {
         crate::metrics::get().lifecycle_event(kind);
         let process = process.map(|p| p.id.clone());
         let seq = {
-            let mut ring = self.lock();
+            let mut ring = crate::sync::write(&self.ring);
             let seq = ring.next_seq;
             ring.next_seq += 1;
             ring.push(Arc::new(SeqEvent {
@@ -193,7 +194,7 @@ impl Events {
 
     /// A live subscription: events published from now on.
     pub fn subscribe(&self) -> Subscription {
-        let next = self.lock().next_seq;
+        let next = self.read().next_seq;
         self.subscription(next)
     }
 
@@ -209,7 +210,7 @@ impl Events {
     /// ids) if the ring still holds what came after it, else from now on
     /// with [`Resume::Reset`].
     pub fn resume(&self, last: &str) -> (Resume, Subscription) {
-        let ring = self.lock();
+        let ring = self.read();
         let parsed = last
             .rsplit_once('-')
             .filter(|(epoch, _)| *epoch == self.epoch)
@@ -240,7 +241,7 @@ impl Default for Events {
 /// says `n` events were skipped, after which delivery goes on from the
 /// next new event.
 pub struct Subscription {
-    ring: Arc<Mutex<Ring>>,
+    ring: Arc<RwLock<Ring>>,
     wake: watch::Receiver<u64>,
     /// Seq of the next event to deliver.
     next: u64,
@@ -249,7 +250,7 @@ pub struct Subscription {
 impl Subscription {
     /// The next event without waiting.
     pub fn try_recv(&mut self) -> Result<Arc<SeqEvent>, TryRecvError> {
-        let ring = crate::sync::lock(&self.ring);
+        let ring = crate::sync::read(&self.ring);
         if self.next < ring.oldest() {
             let skipped = ring.next_seq - self.next;
             self.next = ring.next_seq;
@@ -287,7 +288,7 @@ impl Subscription {
 
     /// Whether the next event to deliver has been evicted already.
     pub fn is_lagged(&self) -> bool {
-        self.next < crate::sync::lock(&self.ring).oldest()
+        self.next < crate::sync::read(&self.ring).oldest()
     }
 
     /// Completes once this subscriber has lagged (never, if the store
