@@ -238,6 +238,46 @@ async fn bug_a_stalled_lifecycle_subscriber_pinned_the_live_channel() {
     drop((ws, sse));
 }
 
+/// Regression: a reconnect to `/api/events` with a `Last-Event-ID` early
+/// in the ring got every event it missed copied into its first frame (up
+/// to the ring's 32 MiB per client, read or not). The missed events are
+/// now read from the ring as the client reads.
+#[tokio::test]
+async fn bug_a_reconnect_copied_its_whole_replay_into_one_frame() {
+    const CLIENTS: u64 = 10;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let server = start_measured(dir.path(), &["--max-body", "4MiB"]).await;
+    let p = create(server.addr, json!({"name": "busy"})).await;
+    let path = format!("/api/processes/{}", p["id"].as_str().expect("id"));
+    let mut reader = SseReader::open(server.addr, "/api/events", &[]).await;
+    let big = "u".repeat(3 * 1024 * 1024);
+    for i in 0..8 {
+        http::patch_json(server.addr, &path, &json!({"result": big, "metadata": {"i": i}}))
+            .await
+            .expect(200);
+    }
+    let first = reader.next_named().await.expect("the first update");
+    let last_id = first.id.expect("an EPOCH-SEQ id");
+    drop(reader);
+    let request = format!(
+        "GET /api/events HTTP/1.1\r\nhost: {}\r\nlast-event-id: {last_id}\r\n\r\n",
+        server.addr
+    );
+    let before = server.rss();
+    let mut clients = Vec::new();
+    for _ in 0..CLIENTS {
+        clients.push(stalled(server.addr, &request).await.0);
+    }
+    let grown = server.rss().saturating_sub(before);
+    // Each holds one frame: here one 3 MiB event, plus socket buffers.
+    assert!(
+        grown < CLIENTS * 5 * MIB,
+        "{CLIENTS} reconnects replaying 24 MiB each, not reading, grew the server by {:.1} MiB",
+        mib(grown)
+    );
+    drop(clients);
+}
+
 /// A big record event, published straight into the ring (no disk write):
 /// the delivery is what these tests pin.
 fn publish_big(s: &TestServer, p: &prochub::model::Process, n: usize) {
