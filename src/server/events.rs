@@ -64,8 +64,13 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
 }
 
 /// One lifecycle event as SSE: its `EPOCH-SEQ` id, its type as the name.
+/// Encoded once, into the event, and shared by every subscriber
+/// (regression: each one copied it, so N stalled subscribers held N copies
+/// of a frame carrying a 1 MB `result`).
 fn frame(events: &Events, ev: &SeqEvent) -> Bytes {
-    sse::event_json(Some(&events.id_of(ev)), ev.kind.as_str(), &ev.json)
+    ev.encoded
+        .get_or_init(|| sse::event_json(Some(&events.id_of(ev)), ev.kind.as_str(), &ev.json))
+        .clone()
 }
 
 struct EventStream {

@@ -15,7 +15,9 @@
 //! held for events is the ring's cap, however many subscribers stall.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
+
+use bytes::Bytes;
 
 use serde::Serialize;
 use tokio::sync::broadcast::error::{RecvError, TryRecvError};
@@ -28,11 +30,16 @@ use crate::model::{EventKind, Id, LifecycleEvent, Process, Timestamp, Workspace,
 /// subscribers behind the newest event (it was also the live channel's
 /// capacity: a subscriber this far behind lags).
 pub const EVENT_RING: usize = 4096;
-/// Most bytes of event JSON the ring keeps: events carry whole records (a
-/// `result` may be up to a request body, 1 MiB by default), and 4,096 of
-/// those must not pin gigabytes. Older events go first; a subscriber or a
-/// reconnect from before them gets `reset`.
+/// Most bytes of events the ring keeps (their JSON and its SSE encoding):
+/// events carry whole records (a `result` may be up to a request body,
+/// 1 MiB by default), and 4,096 of those must not pin gigabytes. Older
+/// events go first; a subscriber or a reconnect from before them gets
+/// `reset`.
 pub const EVENT_RING_BYTES: usize = 32 * 1024 * 1024;
+
+/// Bytes an SSE encoding adds to an event's JSON (`id:`, `event:`,
+/// `data:` and line ends), for the ring's accounting.
+const ENCODING_OVERHEAD: usize = 128;
 
 /// One numbered event, serialized once for every subscriber. Holds the
 /// record only as JSON (it used to keep the record struct as well, twice
@@ -48,9 +55,19 @@ pub struct SeqEvent {
     pub process: Option<Id>,
     /// The event as compact JSON: what `/ws` and `/api/events` send.
     pub json: String,
+    /// The event's SSE text, encoded once by the server for every
+    /// `/api/events` subscriber (shared, so N subscribers holding a frame
+    /// of it hold one copy, not N). The ring counts it in its bytes.
+    pub encoded: OnceLock<Bytes>,
 }
 
 impl SeqEvent {
+    /// What this event counts against [`EVENT_RING_BYTES`]: its JSON, and
+    /// its SSE encoding (the JSON plus a line or two), encoded or not.
+    fn cost(&self) -> usize {
+        2 * self.json.len() + ENCODING_OVERHEAD
+    }
+
     /// The event parsed back from its JSON (for callers that need the
     /// record; the server sends `json` as it is).
     pub fn event(&self) -> LifecycleEvent {
@@ -104,7 +121,7 @@ pub struct Events {
 struct Ring {
     next_seq: u64,
     recent: VecDeque<Arc<SeqEvent>>,
-    /// Sum of `json.len()` over `recent`.
+    /// Sum of `SeqEvent::cost` over `recent`.
     bytes: usize,
 }
 
@@ -117,13 +134,12 @@ impl Ring {
     fn push(&mut self, ev: Arc<SeqEvent>) {
         // Regression: the ring was bounded by count only, so 1024 events
         // carrying large records pinned up to ~2 GiB (record + JSON each).
-        while self.recent.len() >= EVENT_RING
-            || (!self.recent.is_empty() && self.bytes + ev.json.len() > EVENT_RING_BYTES)
+        while self.recent.len() >= EVENT_RING || (!self.recent.is_empty() && self.bytes + ev.cost() > EVENT_RING_BYTES)
         {
             let old = self.recent.pop_front().expect("not empty");
-            self.bytes -= old.json.len();
+            self.bytes -= old.cost();
         }
-        self.bytes += ev.json.len();
+        self.bytes += ev.cost();
         self.recent.push_back(ev);
     }
 }
@@ -176,6 +192,7 @@ impl Events {
                 workspace,
                 process,
                 json,
+                encoded: OnceLock::new(),
             }));
             seq
         };
