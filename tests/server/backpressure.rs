@@ -334,8 +334,12 @@ async fn an_sse_subscriber_that_falls_behind_the_ring_gets_reset_then_live_event
 }
 
 /// A `/ws` client that falls behind the ring is closed with 1013 (try
-/// again later) and a reason, after the events it was sent.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// again later) and a reason. On one thread the publishing finishes before
+/// the socket's task runs, so it lags at once and the client is reading by
+/// the time the close is sent (the close waits at most 2 s for a client
+/// that does not read; the blocked-send case is pinned by the memory test
+/// above, whose stalled socket the server drops).
+#[tokio::test]
 async fn a_websocket_that_falls_behind_the_ring_is_closed_with_1013() {
     let s = TestServer::start().await;
     let p = s
@@ -364,7 +368,7 @@ async fn a_websocket_that_falls_behind_the_ring_is_closed_with_1013() {
         close.reason.contains("re-list"),
         "a reason that says what to do: {close:?}"
     );
-    assert!(texts < past_the_ring(), "{texts} events and still closed");
+    assert_eq!(texts, 0, "its first event had left the ring already");
 }
 
 /// The output range is fixed when the request arrives, long output goes
