@@ -241,8 +241,7 @@ async fn removed(store: &Arc<FileProcessStore>, id: &Id) {
     loop {
         match rx.recv().await {
             Ok(ev) => {
-                if ev.event.kind == EventKind::ProcessRemoved && ev.event.process.as_ref().is_some_and(|p| p.id == *id)
-                {
+                if ev.kind == EventKind::ProcessRemoved && ev.process.as_ref() == Some(id) {
                     return;
                 }
             }

@@ -1,13 +1,15 @@
 //! `GET /api/events`: lifecycle events as SSE (SPEC section 4). Ids are
-//! `EPOCH-SEQ`; a reconnect with `Last-Event-ID` replays what it missed
-//! from the store's ring, or gets one `event: reset` (re-list) when that
-//! cannot be done, as does a subscriber that lags behind the broadcast.
+//! `EPOCH-SEQ`; a reconnect with `Last-Event-ID` resumes from the store's
+//! ring, or gets one `event: reset` (re-list) when that cannot be done, as
+//! does a subscriber that falls behind the ring (it then goes on live).
+//! The stream holds a position in the ring, never events of its own: a
+//! client that stops reading costs its socket buffers and one frame.
 
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
-use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::App;
 use super::error::ApiError;
@@ -15,7 +17,7 @@ use super::response::Resp;
 use super::sse::{self, Batch, Heartbeat};
 use super::url::Query;
 use crate::model::Id;
-use crate::store::{Events, FileProcessStore, Resume, SeqEvent, StoreError};
+use crate::store::{Events, FileProcessStore, Resume, SeqEvent, StoreError, Subscription};
 
 /// The `?workspace=` filter of `/api/events` and `/ws`.
 pub fn workspace_filter(q: &Query) -> Result<Option<Id>, ApiError> {
@@ -25,7 +27,7 @@ pub fn workspace_filter(q: &Query) -> Result<Option<Id>, ApiError> {
 
 /// Whether `ev` passes `filter`.
 pub fn wanted(filter: &Option<Id>, ev: &SeqEvent) -> bool {
-    filter.as_deref().is_none_or(|w| ev.event.workspace_id() == w)
+    filter.as_ref().is_none_or(|w| ev.workspace == *w)
 }
 
 const RESET: &[u8] = b"event: reset\ndata: {}\n\n";
@@ -37,17 +39,15 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
     let last = headers.get("last-event-id").and_then(|v| v.to_str().ok());
     let mut first = Batch::default();
     first.push(Bytes::from(format!(": connected\nretry: {}\n\n", sse::RETRY_MS)));
+    // A resumed subscription starts with the events it missed, read from
+    // the ring as the client reads (regression: they were all copied into
+    // the first frame, up to the ring's 32 MiB per reconnecting client).
     let rx = match last {
         None => events.subscribe(),
         Some(last) => {
             let (resume, rx) = events.resume(last.trim());
-            match resume {
-                Resume::Replay(missed) => {
-                    for ev in missed.iter().filter(|e| wanted(&filter, e)) {
-                        first.push(frame(events, ev));
-                    }
-                }
-                Resume::Reset => first.push(Bytes::from_static(RESET)),
+            if resume == Resume::Reset {
+                first.push(Bytes::from_static(RESET));
             }
             rx
         }
@@ -64,17 +64,22 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
 }
 
 /// One lifecycle event as SSE: its `EPOCH-SEQ` id, its type as the name.
+/// Encoded once, into the event, and shared by every subscriber
+/// (regression: each one copied it, so N stalled subscribers held N copies
+/// of a frame carrying a 1 MB `result`).
 fn frame(events: &Events, ev: &SeqEvent) -> Bytes {
-    sse::event_json(Some(&events.id_of(ev)), ev.event.kind.as_str(), &ev.json)
+    ev.encoded
+        .get_or_init(|| sse::event_json(Some(&events.id_of(ev)), ev.kind.as_str(), &ev.json))
+        .clone()
 }
 
 struct EventStream {
-    rx: broadcast::Receiver<Arc<SeqEvent>>,
+    rx: Subscription,
     filter: Option<Id>,
     /// For the events' ids (`Events::id_of`).
     store: Arc<FileProcessStore>,
     heartbeat: Heartbeat,
-    /// The greeting (and replay), written first.
+    /// The greeting (and a `reset` for a resume that cannot be served).
     first: Option<Bytes>,
 }
 

@@ -343,7 +343,7 @@ fn paths() -> Value {
             })),
         },
         "/ws": {
-            "get": op("websocket", "Lifecycle events over a WebSocket: each event a text frame (a LifecycleEvent, or `{\"type\":\"reset\"}` after falling behind); pings every heartbeat", "events", vec![
+            "get": op("websocket", "Lifecycle events over a WebSocket: each event a text frame (a LifecycleEvent); a socket that falls behind the event ring is closed with 1013 and a reason (reconnect and re-list); pings every heartbeat", "events", vec![
                 query("workspace", "Only this workspace's events (empty: all)", json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{0,64}$" })),
                 header("Connection", "A token list with `Upgrade`", "(^|,)[ \\t]*[Uu][Pp][Gg][Rr][Aa][Dd][Ee][ \\t]*(,|$)"),
                 header("Upgrade", "A token list with `websocket`", "(^|,)[ \\t]*[Ww][Ee][Bb][Ss][Oo][Cc][Kk][Ee][Tt][ \\t]*(,|$)"),

@@ -2,6 +2,11 @@
 //! handshake is answered here; the upgraded socket is served by a task of
 //! the server's `TaskTracker` (an upgraded connection leaves hyper's
 //! graceful-shutdown watch), which closes it at shutdown.
+//!
+//! A socket reads the store's event ring through its `Subscription`; one
+//! that falls out of the ring (a client too slow, or not reading at all)
+//! is closed with 1013 and [`LAGGED_REASON`], even while a write to it is
+//! blocked, so it pins neither events nor its task.
 
 use std::sync::Arc;
 
@@ -11,7 +16,7 @@ use http::{HeaderMap, Request, Response, StatusCode};
 use hyper::body::Incoming;
 use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -23,10 +28,10 @@ use super::App;
 use super::error::ApiError;
 use super::events::{wanted, workspace_filter};
 use super::response::{self, Resp};
-use super::sse::Heartbeat;
+use super::sse::{self, Heartbeat};
 use super::url::Query;
 use crate::model::Id;
-use crate::store::SeqEvent;
+use crate::store::{SeqEvent, Subscription};
 
 /// Read buffer per socket: clients only send pings and closes, and
 /// tungstenite's default (128 KiB) adds up over thousands of sockets.
@@ -113,8 +118,23 @@ pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp
 }
 
 type Socket = WebSocketStream<TokioIo<Upgraded>>;
+type WsError = tokio_tungstenite::tungstenite::Error;
 
-async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Arc<SeqEvent>>, filter: Option<Id>) {
+/// Close reason for a socket that fell behind the store's event ring
+/// (code 1013, "try again later", as Centrifugo and Mercure treat slow
+/// consumers): the client reconnects and re-lists.
+pub const LAGGED_REASON: &str = "fell behind the lifecycle events; reconnect and re-list";
+
+/// Why a socket's loop ended.
+enum Ended {
+    /// The client went away, or the store closed.
+    Gone,
+    Shutdown,
+    /// The subscription fell behind the ring.
+    Lagged,
+}
+
+async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: Subscription, filter: Option<Id>) {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .max_message_size(Some(MAX_MESSAGE))
@@ -129,83 +149,100 @@ async fn serve(app: Arc<App>, upgraded: Upgraded, mut rx: broadcast::Receiver<Ar
     // events flowed, and its task, socket and receiver stayed forever.
     let mut heartbeat = Heartbeat::new(app.config.heartbeat);
     tracing::debug!("WebSocket open");
-    loop {
+    let ended = loop {
         tokio::select! {
-            _ = shutdown.cancelled() => {
-                close(&mut ws, CloseCode::Away, "server shutting down").await;
-                break;
-            }
+            _ = shutdown.cancelled() => break Ended::Shutdown,
             _ = heartbeat.idle() => {
                 let sent = tokio::select! {
                     sent = ws.send(Message::Ping(Default::default())) => sent,
-                    _ = shutdown.cancelled() => break,
+                    _ = shutdown.cancelled() => break Ended::Shutdown,
                 };
                 if sent.is_err() {
-                    break;
+                    break Ended::Gone;
                 }
             }
             // Pings are answered by tungstenite while it reads; a close
             // from the client is answered likewise and then ends the stream.
             msg = ws.next() => match msg {
-                None | Some(Err(_)) => break,
+                None | Some(Err(_)) => break Ended::Gone,
                 Some(Ok(_)) => {}
             },
             r = rx.recv() => {
-                // A client that stops reading blocks the send: shutdown
-                // must not wait on it (it just loses its socket).
+                let first = match r {
+                    Ok(ev) => ev,
+                    Err(RecvError::Lagged(_)) => break Ended::Lagged,
+                    Err(RecvError::Closed) => break Ended::Gone,
+                };
+                let (batch, lagged) = ready_messages(&mut rx, &filter, first);
+                // A client that stops reading blocks the send: neither
+                // shutdown nor the ring moving past it waits on that (and
+                // a socket that lagged already gets CLOSE_WAIT for these).
                 let sent = tokio::select! {
-                    sent = async {
-                        match r {
-                            Ok(ev) => send_ready(&mut ws, &mut rx, &filter, ev).await,
-                            Err(RecvError::Lagged(_)) => ws.send(Message::text(RESET)).await,
-                            Err(RecvError::Closed) => Err(tokio_tungstenite::tungstenite::Error::ConnectionClosed),
-                        }
-                    } => sent,
-                    _ = shutdown.cancelled() => break,
+                    sent = send_all(&mut ws, batch) => sent,
+                    _ = rx.lagged() => break Ended::Lagged,
+                    _ = tokio::time::sleep(CLOSE_WAIT), if lagged => break Ended::Lagged,
+                    _ = shutdown.cancelled() => break Ended::Shutdown,
                 };
                 if sent.is_err() {
-                    break;
+                    break Ended::Gone;
+                }
+                if lagged || rx.is_lagged() {
+                    break Ended::Lagged;
                 }
             }
         }
+    };
+    match ended {
+        Ended::Gone => {}
+        Ended::Shutdown => close(&mut ws, CloseCode::Away, "server shutting down").await,
+        Ended::Lagged => close(&mut ws, CloseCode::Again, LAGGED_REASON).await,
     }
     tracing::debug!("WebSocket closed");
 }
 
-/// Sent when the socket fell behind the broadcast: the client re-lists.
-const RESET: &str = r#"{"type":"reset"}"#;
-
-/// Queues `first` and every event ready after it, then flushes once.
-async fn send_ready(
-    ws: &mut Socket,
-    rx: &mut broadcast::Receiver<Arc<SeqEvent>>,
-    filter: &Option<Id>,
-    first: Arc<SeqEvent>,
-) -> Result<(), tokio_tungstenite::tungstenite::Error> {
-    let mut next = Some(first);
-    while let Some(ev) = next.take() {
-        if wanted(filter, &ev) {
-            ws.feed(Message::text(ev.json.clone())).await?;
+/// `first` and every event ready after it that passes `filter`, as text
+/// messages, up to [`sse::MAX_FRAME`] bytes (the rest stays in the ring
+/// for the next round), and whether the subscription lagged meanwhile (the
+/// caller sends these, then closes).
+fn ready_messages(rx: &mut Subscription, filter: &Option<Id>, first: Arc<SeqEvent>) -> (Vec<Message>, bool) {
+    let mut out = Vec::new();
+    let mut bytes = 0;
+    let mut next = first;
+    loop {
+        if wanted(filter, &next) {
+            bytes += next.json.len();
+            out.push(Message::text(next.json.clone()));
+        }
+        if bytes >= sse::MAX_FRAME {
+            return (out, false);
         }
         next = match rx.try_recv() {
-            Ok(ev) => Some(ev),
-            Err(broadcast::error::TryRecvError::Lagged(_)) => {
-                ws.feed(Message::text(RESET)).await?;
-                None
-            }
-            Err(_) => None,
+            Ok(ev) => ev,
+            Err(TryRecvError::Lagged(_)) => return (out, true),
+            Err(_) => return (out, false),
         };
+    }
+}
+
+/// Queues every message, then flushes once.
+async fn send_all(ws: &mut Socket, batch: Vec<Message>) -> Result<(), WsError> {
+    for m in batch {
+        ws.feed(m).await?;
     }
     ws.flush().await
 }
 
-/// Sends a close frame and waits (briefly) for the client's reply.
+/// Sends a close frame and waits (briefly) for the client's reply. The
+/// whole close is bounded: a client that stopped reading cannot take the
+/// close frame (regression: the task then waited on it forever).
 async fn close(ws: &mut Socket, code: CloseCode, reason: &str) {
     let frame = CloseFrame {
         code,
         reason: reason.to_owned().into(),
     };
-    let _ = ws.close(Some(frame)).await;
-    let drain = async { while let Some(Ok(_)) = ws.next().await {} };
-    let _ = tokio::time::timeout(CLOSE_WAIT, drain).await;
+    let closing = async {
+        let _ = ws.close(Some(frame)).await;
+        while let Some(Ok(_)) = ws.next().await {}
+    };
+    let _ = tokio::time::timeout(CLOSE_WAIT, closing).await;
 }

@@ -33,8 +33,10 @@
 //!      snapshot and then this one, releasing the first before the second.
 //! 5. Leaves, taken under any of the above and holding no other store lock:
 //!    the workspace map `FileProcessStore::workspaces` (std `Mutex`), the
-//!    lifecycle event ring `events::Events::ring` (std `Mutex`, held while
-//!    it broadcasts so sequence order is send order), and the folder-fsync
+//!    lifecycle event ring `events::Events::ring` (std `RwLock`, shared
+//!    with every `events::Subscription`: written to number and push one
+//!    event, so sequence order is ring order; read by a subscriber taking
+//!    one event, never across an `.await`), and the folder-fsync
 //!    coalescer `durable::DirSync` (std `Mutex`, never held across the
 //!    fsync), and the open log handles `handles::LogHandles::open` (std
 //!    `Mutex`, taken under a log's output lock by an append, a finish or a

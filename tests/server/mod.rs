@@ -2,6 +2,7 @@
 //! binary where a separate process matters), real HTTP, SSE and WebSocket
 //! clients.
 
+mod backpressure;
 mod errors;
 mod events;
 mod faults;

@@ -118,7 +118,7 @@ async fn bug_concurrent_workspace_deletes_both_succeeded() {
         assert_eq!(ok, 1, "round {round}: exactly one delete wins");
         let mut removed = 0;
         while let Ok(ev) = events.try_recv() {
-            if ev.event.kind == prochub::model::EventKind::WorkspaceRemoved {
+            if ev.kind == prochub::model::EventKind::WorkspaceRemoved {
                 removed += 1;
             }
         }
@@ -149,7 +149,7 @@ async fn lifecycle_events_are_numbered_and_carry_the_records() {
     while let Ok(ev) = rx.try_recv() {
         got.push(ev);
     }
-    let kinds: Vec<_> = got.iter().map(|e| e.event.kind).collect();
+    let kinds: Vec<_> = got.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
         [
@@ -162,20 +162,18 @@ async fn lifecycle_events_are_numbered_and_carry_the_records() {
     );
     let seqs: Vec<_> = got.iter().map(|e| e.seq).collect();
     assert!(seqs.windows(2).all(|s| s[1] == s[0] + 1), "consecutive: {seqs:?}");
-    assert_eq!(got[0].event.workspace.as_ref(), Some(&w));
-    assert_eq!(got[1].event.process.as_ref(), Some(&p));
-    assert_eq!(got[2].event.process.as_ref(), Some(&done));
-    assert_eq!(got[3].event.workspace_id(), "ev");
+    assert_eq!(got[0].event().workspace.as_ref(), Some(&w));
+    assert_eq!(got[1].event().process.as_ref(), Some(&p));
+    assert_eq!(got[2].event().process.as_ref(), Some(&done));
+    assert_eq!(got[3].workspace, "ev");
     let json: serde_json::Value = serde_json::from_str(&got[1].json).unwrap();
     assert_eq!(json["type"], "process-added");
     // A reconnect after the second event replays the rest.
     let last = store.events().id_of(&got[1]);
-    match store.events().resume(&last).0 {
-        prochub::store::Resume::Replay(v) => {
-            assert_eq!(v.iter().map(|e| e.seq).collect::<Vec<_>>(), seqs[2..]);
-        }
-        prochub::store::Resume::Reset => panic!("expected a replay"),
-    }
+    let (resume, mut replay) = store.events().resume(&last);
+    assert_eq!(resume, prochub::store::Resume::Replay);
+    let replayed: Vec<_> = std::iter::from_fn(|| replay.try_recv().ok()).map(|e| e.seq).collect();
+    assert_eq!(replayed, seqs[2..]);
 }
 
 /// Regression: lifecycle event timestamps came from the real clock while
@@ -193,10 +191,10 @@ async fn bug_event_timestamps_ignored_the_store_clock() {
         .await
         .unwrap();
     let added = rx.try_recv().unwrap();
-    assert_eq!(added.event.timestamp, p.created_at);
-    assert_eq!(added.event.timestamp, crate::helper::t0());
+    assert_eq!(added.event().timestamp, p.created_at);
+    assert_eq!(added.event().timestamp, crate::helper::t0());
     let updated = rx.try_recv().unwrap();
-    assert_eq!(updated.event.timestamp, later);
+    assert_eq!(updated.event().timestamp, later);
     let json: serde_json::Value = serde_json::from_str(&updated.json).unwrap();
     assert_eq!(json["timestamp"], "2026-01-15T12:05:00.000Z");
 }
@@ -204,10 +202,13 @@ async fn bug_event_timestamps_ignored_the_store_clock() {
 /// Regression: the replay ring of lifecycle events was bounded by count
 /// only (1024), so events carrying large records (a `result` of up to a
 /// request body each) could pin gigabytes. It is now bounded by bytes too:
-/// a reconnect from before the evicted events gets a reset.
+/// a reconnect from before the evicted events gets a reset, and so does a
+/// live subscriber that was that far behind (issue 8: the live channel
+/// used to keep 4,096 events of its own for it).
 #[tokio::test]
 async fn bug_event_ring_kept_1024_events_whatever_their_size() {
     use prochub::store::{EVENT_RING_BYTES, Resume};
+    use tokio::sync::broadcast::error::TryRecvError;
     let (_dir, store) = temp_store().await;
     let p = store.create_process(new_proc_in("big", "default")).await.unwrap();
     let mut rx = store.events().subscribe();
@@ -220,21 +221,20 @@ async fn bug_event_ring_kept_1024_events_whatever_their_size() {
         };
         store.update_process(&p.id, patch).await.unwrap();
     }
-    let first = rx.recv().await.unwrap();
-    let (resume, _) = store.events().resume(&store.events().id_of(&first));
-    assert!(
-        matches!(resume, Resume::Reset),
+    // Seq 1 is the process-added of this fresh store; the updates follow.
+    let first_seq = 2;
+    let id_of = |seq: usize| format!("{}-{seq}", store.events().epoch());
+    assert_eq!(
+        store.events().resume(&id_of(first_seq)).0,
+        Resume::Reset,
         "{updates} events of 512 KiB cannot all be kept for replay"
     );
+    assert!(
+        matches!(rx.try_recv(), Err(TryRecvError::Lagged(n)) if n == updates as u64),
+        "a subscriber that read none of them lagged"
+    );
     // The recent ones still replay.
-    let mut all = vec![first];
-    while let Ok(ev) = rx.try_recv() {
-        all.push(ev);
-    }
-    assert_eq!(all.len(), updates);
-    let tenth_last = &all[all.len() - 10];
-    match store.events().resume(&store.events().id_of(tenth_last)).0 {
-        Resume::Replay(v) => assert_eq!(v.len(), 9),
-        Resume::Reset => panic!("the last events must replay"),
-    }
+    let (resume, mut replay) = store.events().resume(&id_of(first_seq + updates - 10));
+    assert_eq!(resume, Resume::Replay, "the last events must replay");
+    assert_eq!(std::iter::from_fn(|| replay.try_recv().ok()).count(), 9);
 }

@@ -3,6 +3,8 @@
 
 use std::sync::Arc;
 
+use bytes::Bytes;
+use futures_util::StreamExt;
 use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
@@ -14,6 +16,7 @@ use crate::server::body::{self, Kind};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
 use crate::server::url::Query;
+use crate::store::OutputReader;
 
 /// JSON body of an append.
 #[derive(Deserialize)]
@@ -49,7 +52,11 @@ pub async fn append(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<R
 /// The stored output as `text/plain; charset=utf-8`. A range that starts
 /// inside a character starts at the next whole one instead (so `?offset`
 /// and `?tail` are byte positions, and the body may begin up to 3 bytes
-/// after the one asked for).
+/// after the one asked for). The range is what is stored when the request
+/// arrives. It is read block by block as the client takes it (regression:
+/// the whole range was built in memory, 16 MiB per client that did not
+/// read); a range that fits in one block goes out with `Content-Length`,
+/// a longer one chunked.
 pub async fn read(app: &Arc<App>, id: &Id, q: &Query) -> Result<Resp, ApiError> {
     let range = match (q.u64("offset")?, q.u64("tail")?) {
         (Some(_), Some(_)) => {
@@ -62,12 +69,31 @@ pub async fn read(app: &Arc<App>, id: &Id, q: &Query) -> Result<Resp, ApiError> 
         (None, Some(n)) => OutputRange::Tail(n),
         (None, None) => OutputRange::All,
     };
-    // The store aligns the start to a character and replaces invalid bytes
-    // (a log torn by a crash), so the body is the UTF-8 it is labelled as.
-    let bytes = app.store.read_output(id, range).await?;
-    Ok(response::with_type(
-        StatusCode::OK,
-        response::full(bytes),
-        "text/plain; charset=utf-8",
-    ))
+    // The reader aligns the start to a character and replaces invalid
+    // bytes (a log torn by a crash), so the body is the UTF-8 it is
+    // labelled as.
+    let mut reader = app.store.output_reader(id, range)?;
+    let first = reader.next_block().await?.unwrap_or_default();
+    let body = if reader.is_done() {
+        response::full(first)
+    } else {
+        response::stream(futures_util::stream::once(async { Bytes::from(first) }).chain(blocks(reader)))
+    };
+    Ok(response::with_type(StatusCode::OK, body, "text/plain; charset=utf-8"))
+}
+
+/// The blocks after the first, read as the body is polled. An error ends
+/// the body early: with no `Content-Length` and no final chunk the client
+/// sees a truncated response, never wrong bytes.
+fn blocks(reader: OutputReader) -> impl futures_util::Stream<Item = Bytes> + Send + 'static {
+    futures_util::stream::unfold(reader, |mut r| async move {
+        match r.next_block().await {
+            Ok(Some(text)) => Some((Bytes::from(text), r)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!(%e, "output read failed mid-body");
+                None
+            }
+        }
+    })
 }

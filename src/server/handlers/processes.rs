@@ -49,7 +49,8 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
     Ok(resp)
 }
 
-/// Newest first; `Link: <…>; rel="next"` when more pages follow.
+/// Newest first; `Link: <…>; rel="next"` when more pages follow. A record
+/// deleted while the page is being written is left out.
 pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
     let status = q
         .get("status")
@@ -77,9 +78,13 @@ pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
         limit,
         cursor: q.get("cursor").filter(|c| !c.is_empty()).map(str::to_owned),
     };
-    let page = app.store.list_processes(&lq)?;
-    let mut resp = response::json(StatusCode::OK, &page.items);
-    if let Some(cursor) = &page.next_cursor {
+    // The page (its records and the next cursor) is chosen now; records
+    // are serialized as the client reads (regression: the whole page was
+    // built in memory first, 10,000 records per client that did not read).
+    let mut page = app.store.list_processes_lazy(&lq)?;
+    let next_cursor = page.next_cursor.take();
+    let mut resp = response::json_array(StatusCode::OK, move || page.next_record());
+    if let Some(cursor) = &next_cursor {
         let link = next_link(&lq, cursor);
         resp.headers_mut()
             .insert(LINK, HeaderValue::from_str(&link).expect("encoded link is header-safe"));

@@ -20,8 +20,10 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
     Ok(response::json(status, &w))
 }
 
+/// Every workspace, serialized as the client reads (like the process list).
 pub fn list(app: &App) -> Resp {
-    response::json(StatusCode::OK, &app.store.list_workspaces())
+    let mut all = app.store.list_workspaces().into_iter();
+    response::json_array(StatusCode::OK, move || all.next())
 }
 
 pub fn get(app: &App, id: &Id) -> Result<Resp, ApiError> {

@@ -1,10 +1,16 @@
 //! The in-memory index of process records: lookup by id, and the
 //! newest-first order that list, filters and cursors walk.
+//!
+//! A page for HTTP is a [`LazyPage`]: the walk (filters, limit, next
+//! cursor) happens up front, but it keeps only weak references, and each
+//! record is cloned when the response is serialized, so a client that
+//! does not read its page holds 8 bytes per record, not the records
+//! (regression: 20 such clients of a page of 1 MB `result`s held 4.87 GB).
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::PathBuf;
-use std::sync::atomic::AtomicUsize;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
 
 use super::error::{Result, StoreError};
 use super::log::OutputLog;
@@ -25,6 +31,9 @@ pub(crate) struct Entry {
     /// The acknowledged record. std Mutex, held to clone or replace it.
     pub record: Mutex<Process>,
     pub log: Arc<OutputLog>,
+    /// Set when the entry leaves the index (deleted, pruned), so a
+    /// [`LazyPage`] taken before skips it even while a writer still holds it.
+    removed: AtomicBool,
 }
 
 impl Entry {
@@ -36,6 +45,7 @@ impl Entry {
             write: tokio::sync::Mutex::new(()),
             record: Mutex::new(p),
             log: Arc::new(log),
+            removed: AtomicBool::new(false),
         })
     }
 
@@ -49,6 +59,17 @@ impl Entry {
 
     pub fn set_record(&self, p: Process) {
         *crate::sync::lock(&self.record) = p;
+    }
+}
+
+impl super::FileProcessStore {
+    /// [`FileProcessStore::list_processes`](super::FileProcessStore) as a
+    /// [`LazyPage`], for responses that serialize as the client reads.
+    pub fn list_processes_lazy(&self, q: &ListQuery) -> Result<LazyPage> {
+        if let Some(w) = &q.workspace {
+            StoreError::parse_id("workspace", w)?;
+        }
+        self.read_index().lazy_list(q)
     }
 }
 
@@ -75,7 +96,9 @@ impl Index {
 
     pub fn remove(&mut self, p: &Process) {
         self.order.remove(&(p.created_at, p.id.clone()));
-        self.by_id.remove(&p.id);
+        if let Some(e) = self.by_id.remove(&p.id) {
+            e.removed.store(true, Ordering::Release);
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -88,6 +111,23 @@ impl Index {
     }
 
     pub fn list(&self, q: &ListQuery) -> Result<Page> {
+        let (entries, next_cursor) = self.page(q)?;
+        let items = entries.into_iter().map(|e| e.record()).collect();
+        Ok(Page { items, next_cursor })
+    }
+
+    /// [`Index::list`] with the records left in the index until they are
+    /// serialized.
+    pub fn lazy_list(&self, q: &ListQuery) -> Result<LazyPage> {
+        let (entries, next_cursor) = self.page(q)?;
+        Ok(LazyPage {
+            entries: entries.into_iter().map(Arc::downgrade).collect::<Vec<_>>().into_iter(),
+            next_cursor,
+        })
+    }
+
+    /// The entries of one page, newest first, and the cursor of the next.
+    fn page(&self, q: &ListQuery) -> Result<(Vec<&Arc<Entry>>, Option<String>)> {
         let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(StoreError::invalid(
@@ -104,8 +144,9 @@ impl Index {
             None => self.order.range::<Key, _>(..),
         };
         let mut items = Vec::new();
+        let mut last_key = None;
         let mut next_cursor = None;
-        for (_, id) in range.rev() {
+        for key @ (_, id) in range.rev() {
             let Some(entry) = self.by_id.get(id) else { continue };
             // Filter on the stored record in place: cloning every record a
             // filter then drops made a filtered page cost a full clone of
@@ -118,13 +159,35 @@ impl Index {
                 continue;
             }
             if items.len() == limit {
-                let last: &Process = items.last().expect("limit >= 1");
-                next_cursor = Some(encode_cursor(&last.created_at, &last.id));
+                let (created, id): &Key = last_key.expect("limit >= 1");
+                next_cursor = Some(encode_cursor(created, id));
                 break;
             }
-            items.push(entry.record());
+            items.push(entry);
+            last_key = Some(key);
         }
-        Ok(Page { items, next_cursor })
+        Ok((items, next_cursor))
+    }
+}
+
+/// One page of processes whose records are read as they are taken:
+/// [`LazyPage::next_record`] clones one record at a time. A record deleted
+/// after the page was taken is skipped (**choice**: the page then has
+/// fewer items than `limit`, as if it had been deleted just before; the
+/// cursor still names the same next page).
+pub struct LazyPage {
+    entries: std::vec::IntoIter<Weak<Entry>>,
+    /// Present when more records follow.
+    pub next_cursor: Option<String>,
+}
+
+impl LazyPage {
+    /// The next record of the page still in the index, as it is now.
+    pub fn next_record(&mut self) -> Option<Process> {
+        self.entries.find_map(|w| {
+            let entry = w.upgrade()?;
+            (!entry.removed.load(Ordering::Acquire)).then(|| entry.record())
+        })
     }
 }
 

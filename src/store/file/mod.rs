@@ -39,7 +39,8 @@
 //! * `log`, `chunk`, `follow`: a process's output log and emitter, the
 //!   chunks it broadcasts, a follower's replay-then-live stream;
 //! * `handles`: the bounded cache of open log handles, store-wide;
-//! * `events`: lifecycle events and their replay ring;
+//! * `reader`: `GET …/output` read from a log block by block;
+//! * `events`: lifecycle events and their ring (replay and live delivery);
 //! * `retention`: prune by age and count, on demand and on an interval.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
@@ -56,6 +57,7 @@ mod index;
 mod log;
 mod open;
 mod process;
+mod reader;
 mod retention;
 mod stats;
 mod workspace;
@@ -68,10 +70,11 @@ use std::sync::{Arc, Mutex, RwLock};
 
 pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
-pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
+pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent, Subscription};
 pub use follow::{Follow, FollowEvent};
-pub use index::{DEFAULT_LIMIT, ListQuery, MAX_LIMIT, Page};
+pub use index::{DEFAULT_LIMIT, LazyPage, ListQuery, MAX_LIMIT, Page};
 pub use log::{EMITTER_CAPACITY, MAX_OPEN_LOGS};
+pub use reader::OutputReader;
 // `append_output` returns it: without the re-export no caller outside the
 // store could name it.
 pub use process::AppendResult;
