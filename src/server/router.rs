@@ -1,6 +1,7 @@
 //! Routing by hand: the decoded path picks a [`Route`], the method picks
-//! the handler (or a 405 with `Allow`). Auth and CORS wrap every route;
-//! every error, including a bad path, leaves here as JSON.
+//! the handler (or a 405 with `Allow`). The `Host`/`Origin` guard, auth
+//! and CORS wrap every route; every error, including a bad path, leaves
+//! here as JSON.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::error::ApiError;
 use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
 use super::url::{Query, segments};
-use super::{App, access_log, auth, cors, events, limits, openapi, scrape, sse, ws};
+use super::{App, access_log, auth, cors, events, limits, openapi, origin, scrape, sse, ws};
 use crate::model::Id;
 
 /// A known path, with its (validated) id.
@@ -145,6 +146,9 @@ async fn route_and_dispatch(
     label: &mut &'static str,
 ) -> Result<Resp, ApiError> {
     limits::check(&req)?;
+    // Before anything is parsed or dispatched: a refused request changes
+    // nothing, and `/ws` is refused before its upgrade.
+    origin::check(&app.hosts, app.config.cors_origin.as_deref(), &req)?;
     let segs = segments(req.uri().path())?;
     // Parsed early for the metrics label; its error still comes after auth.
     let parsed = Route::parse(&segs);

@@ -31,11 +31,14 @@
 //!   chunks it broadcasts, a follower's replay-then-live stream;
 //! * `events`: lifecycle events and their replay ring;
 //! * `retention`: prune by age and count, on demand and on an interval.
+//! * `children`: what identifies each running server-run command's OS
+//!   process, kept for the next server after a crash.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
 mod checks;
+mod children;
 mod chunk;
 mod creating;
 mod events;
@@ -55,6 +58,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use children::ChildRecord;
 pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent};
@@ -121,6 +125,9 @@ struct Layout {
     output: PathBuf,
     /// Created on first use: most stores never quarantine anything.
     quarantine: PathBuf,
+    /// `children/<id>.json` of running server-run commands (`children`);
+    /// created on first use.
+    children: PathBuf,
 }
 
 impl Layout {
@@ -130,7 +137,13 @@ impl Layout {
             workspaces: dir.join("workspaces"),
             output: dir.join("output"),
             quarantine: dir.join("quarantine"),
+            children: dir.join("children"),
         }
+    }
+
+    /// `children/<id>.json`.
+    fn child(&self, id: &str) -> PathBuf {
+        self.children.join(format!("{id}.json"))
     }
 
     /// `processes/<id>.json`.
