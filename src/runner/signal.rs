@@ -87,11 +87,16 @@ pub(super) async fn group_alive_async(pgid: u32) -> bool {
 
 /// How often a process group being stopped is checked for members left.
 const GROUP_POLL: std::time::Duration = std::time::Duration::from_millis(50);
+/// How long [`end_group`] waits for the kernel to finish off a group after
+/// SIGKILL (it cannot be ignored, but a process in uninterruptible sleep,
+/// a stuck NFS read, dies only when that returns).
+const KILL_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Ends what is left of process group `pgid`: SIGTERM (unless the caller
 /// sent it already), then SIGKILL to whatever is still there at
-/// `deadline`. Returns at once when the group is empty; returns whether
-/// anything had to be signalled. The one way every stop ends a group: a
+/// `deadline`, then waits (at most [`KILL_WAIT`]) until it is gone.
+/// Returns at once when the group is empty; returns whether anything had
+/// to be signalled. The one way every stop ends a group: a
 /// cancelled command, the rest of a group whose leader exited, a group
 /// left by a server that crashed.
 pub(super) async fn end_group(pgid: u32, deadline: tokio::time::Instant, term_sent: bool) -> bool {
@@ -108,10 +113,15 @@ pub(super) async fn end_group(pgid: u32, deadline: tokio::time::Instant, term_se
         if tokio::time::Instant::now() >= deadline {
             tracing::info!(pgid, "processes of a command ignored SIGTERM; sending SIGKILL");
             signal_group(pgid, Signal::SIGKILL);
-            return true;
+            break;
         }
         tokio::time::sleep(GROUP_POLL).await;
     }
+    let killed_by = tokio::time::Instant::now() + KILL_WAIT;
+    while group_alive_async(pgid).await && tokio::time::Instant::now() < killed_by {
+        tokio::time::sleep(GROUP_POLL).await;
+    }
+    true
 }
 
 /// The name of signal number `sig` (`"SIGKILL"`), if it has one.

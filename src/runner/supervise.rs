@@ -92,6 +92,13 @@ impl Runner {
             tracing::info!(id = %id, pgid, "stopped processes the command left in its group");
         }
         pumps.finish(&id).await;
+        // The group is gone: nothing is left for a later server to stop.
+        // Removed before the end is recorded, so that the record's end is
+        // the last thing that happens (a crash in between leaves a running
+        // record without a file: the next start marks it failed).
+        if let Err(err) = self.store.forget_child(&id).await {
+            tracing::warn!(%err, id = %id, "removing the file of an ended command");
+        }
         let record = match exit {
             Ok(status) => self.record_end(&id, status, tracked.stop_reason()).await,
             Err(err) => {
@@ -104,10 +111,6 @@ impl Runner {
                 self.finish_record(&id, patch).await
             }
         };
-        // The group is gone: nothing is left for a later server to stop.
-        if let Err(err) = self.store.forget_child(&id).await {
-            tracing::warn!(%err, id = %id, "removing the file of an ended command");
-        }
         self.children().remove(&id);
         tracked.done.send_replace(Some(record));
     }

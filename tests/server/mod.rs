@@ -2,6 +2,7 @@
 //! binary where a separate process matters), real HTTP, SSE and WebSocket
 //! clients.
 
+mod browser;
 mod errors;
 mod events;
 mod follow;

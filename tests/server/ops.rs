@@ -316,7 +316,10 @@ async fn head_limits_inside_what_hyper_parses_are_414_and_431() {
     let s = TestServer::start().await;
     let close = "connection: close\r\n";
     // 9 KiB of request line, 70 KiB of headers: parsed, then refused.
-    let long_line = format!("GET /{} HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}\r\n", "a".repeat(9 * 1024));
+    let long_line = format!(
+        "GET /{} HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}\r\n",
+        "a".repeat(9 * 1024)
+    );
     assert_eq!(
         json_error(&raw(s.addr, long_line.as_bytes()).await),
         (414, "uri_too_long".into())

@@ -80,9 +80,8 @@ impl FileProcessStore {
                 return Ok(Vec::new());
             }
             let mut children = Vec::new();
-            let scan = fsio::scan_dir::<ChildRecord>(&dir, &quarantine, |c| c.id.as_str(), |batch| {
-                children.extend(batch)
-            })?;
+            let scan =
+                fsio::scan_dir::<ChildRecord>(&dir, &quarantine, |c| c.id.as_str(), |batch| children.extend(batch))?;
             if !scan.quarantined.is_empty() {
                 tracing::warn!(files = ?scan.quarantined, "unreadable files of running commands quarantined");
             }
