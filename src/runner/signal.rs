@@ -66,8 +66,13 @@ pub(super) fn boot_id() -> Option<String> {
 /// back to `killpg`. Blocking (a walk of /proc): async callers use
 /// [`group_alive_async`].
 pub(super) fn group_alive(pgid: u32) -> bool {
+    let Some(g) = group(pgid) else { return false };
+    // The common case, an empty group, without a walk of /proc.
+    if killpg(g, None) == Err(nix::errno::Errno::ESRCH) {
+        return false;
+    }
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return group(pgid).is_some_and(|g| killpg(g, None).is_ok());
+        return killpg(g, None).is_ok();
     };
     entries.flatten().any(|e| {
         e.file_name()
