@@ -629,6 +629,28 @@ mod tests {
         }
     }
 
+    /// The browser guard's answers are in the document wherever the guard
+    /// gives them, so schemathesis accepts them and clients can expect them.
+    #[test]
+    fn the_host_and_origin_refusals_are_documented_where_they_apply() {
+        let doc = document();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let responses = &op["responses"];
+                let says = |status: &str, code: &str| {
+                    responses[status]["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(code))
+                };
+                assert!(says("421", "misdirected_host"), "{method} {path}");
+                let guarded = method != "get" || path == "/ws";
+                assert_eq!(says("403", "forbidden_origin"), guarded, "{method} {path}");
+            }
+        }
+        let create = &doc["paths"]["/api/processes"]["post"]["responses"]["403"]["description"];
+        assert!(create.as_str().unwrap().contains("exec_disabled"), "{create}");
+    }
+
     #[test]
     fn every_reference_resolves() {
         let doc = document();

@@ -78,6 +78,26 @@ fn child_record(id: &Id, pid: u32, start_time: u64) -> ChildRecord {
     }
 }
 
+/// Processes (and the groups they lead) that a test started and that
+/// must not outlive it when it fails (a regression here leaves a loop
+/// that ignores SIGTERM running forever, holding the harness's stdout). Only acts while panicking:
+/// after a passing test the groups are gone and their ids may be reused.
+struct KillOnFailure(Vec<u32>);
+
+impl Drop for KillOnFailure {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for &pid in &self.0 {
+                // SAFETY: kill(2)/killpg(2) on processes this test started.
+                unsafe {
+                    libc::killpg(pid as libc::pid_t, libc::SIGKILL);
+                    libc::kill(pid as libc::pid_t, libc::SIGKILL);
+                }
+            }
+        }
+    }
+}
+
 fn kill(child: &mut Child) {
     let _ = child.kill();
     let _ = child.wait();
@@ -91,6 +111,7 @@ async fn a_reused_pid_or_another_boot_is_never_signalled_at_recovery() {
     let (_dir, store) = temp_store().await;
     let (mut stranger, _) = spawn_group("echo up; exec sleep 30");
     let pid = stranger.id();
+    let _guard = KillOnFailure(vec![pid]);
     let (_, started) = stat(pid).expect("stranger's stat");
     let reused = orphan_record(&store).await;
     store
@@ -132,6 +153,7 @@ async fn bug_orphans_kept_running_now_they_are_stopped_even_ignoring_sigterm() {
     let (mut stubborn, ready) = spawn_group("trap '' TERM; echo ready; while :; do sleep 1; done");
     assert_eq!(ready, "ready");
     let (mut leader, member) = spawn_group("sleep 30 & echo $!");
+    let _guard = KillOnFailure(vec![stubborn.id(), leader.id()]);
     let member: u32 = member.parse().expect("the background pid");
     let leader_start = stat(leader.id()).expect("leader's stat").1;
     assert!(leader.wait().unwrap().success(), "the leader exits, its job stays");
@@ -240,6 +262,7 @@ async fn bug_a_background_job_outlived_its_commands_completed_record() {
         let (p, f) = run(&store, &runner, &["sh", "-c", script]).await;
         let (text, status) = to_the_end(f).await;
         let job: u32 = text.trim().parse().expect("the job's pid");
+        let _guard = KillOnFailure(vec![job]);
         assert_eq!(status, Status::Completed, "{script}");
         assert!(!runs(job), "{script}: the job outlived the record");
         assert!(
@@ -288,8 +311,10 @@ async fn bug_commands_outlived_a_killed_server_and_nothing_could_stop_them() {
         .await
         .unwrap();
     let mut pids = Vec::new();
+    let mut guard = KillOnFailure(Vec::new());
     for p in [&sleeper, &stubborn] {
         let pid = printed_pid(&c, &p.id).await;
+        guard.0.push(pid);
         let file = data.path().join("children").join(format!("{}.json", p.id));
         let saved: ChildRecord = serde_json::from_slice(&std::fs::read(&file).unwrap()).unwrap();
         assert_eq!(saved.pid, pid, "the file names the command's process");
@@ -323,6 +348,7 @@ async fn bug_a_background_job_outlived_completed_and_a_graceful_shutdown() {
     let c = Client::new(&server.url, None).unwrap();
     let p = c.create_process(&command("sleep 61 & echo $!")).await.unwrap();
     let job = printed_pid(&c, &p.id).await;
+    let _guard = KillOnFailure(vec![job]);
     wait_until("the record ends", WAIT, async || {
         c.get_process(&p.id).await.unwrap().status != Status::Running
     })
