@@ -30,7 +30,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{HOST, ORIGIN};
+use http::header::{HOST, ORIGIN, UPGRADE};
 use http::{HeaderMap, Method, Request};
 
 use super::cors;
@@ -95,8 +95,10 @@ fn normalize_name(name: &str) -> String {
 }
 
 /// Refuses a request whose `Host` does not name this server, or whose
-/// `Origin` is foreign on a request that could change something.
-pub fn check<B>(hosts: &Hosts, cors_origin: Option<&str>, req: &Request<B>) -> Result<(), ApiError> {
+/// `Origin` is foreign on a request that could change something or opens
+/// a WebSocket. `to_ws`: the router's parsed route is `/ws` (so
+/// `/%77s` counts; a request with `Upgrade: websocket` counts anywhere).
+pub fn check<B>(hosts: &Hosts, cors_origin: Option<&str>, req: &Request<B>, to_ws: bool) -> Result<(), ApiError> {
     let host = req.headers().get(HOST).and_then(|h| h.to_str().ok());
     if let Some(raw) = req.headers().get(HOST) {
         let allowed = host.and_then(split_authority).is_some_and(|(h, _)| hosts.allows(h));
@@ -106,9 +108,12 @@ pub fn check<B>(hosts: &Hosts, cors_origin: Option<&str>, req: &Request<B>) -> R
             });
         }
     }
-    let is_ws = req.uri().path().trim_end_matches('/') == "/ws";
+    let upgrade = req
+        .headers()
+        .get(UPGRADE)
+        .is_some_and(|u| u.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let reads_only = matches!(*req.method(), Method::GET | Method::HEAD | Method::OPTIONS);
-    if reads_only && !is_ws {
+    if reads_only && !to_ws && !upgrade {
         return Ok(());
     }
     check_origin(req.headers(), host, cors_origin)
@@ -197,7 +202,7 @@ mod tests {
     }
 
     fn host_ok(h: &Hosts, host: &str) -> bool {
-        check(h, None, &req(Method::GET, "/healthz", &[("host", host)])).is_ok()
+        check(h, None, &req(Method::GET, "/healthz", &[("host", host)]), false).is_ok()
     }
 
     #[test]
@@ -227,7 +232,7 @@ mod tests {
             assert!(!host_ok(&h, bad), "{bad}");
         }
         // No Host at all: not a browser.
-        assert!(check(&h, None, &req(Method::GET, "/healthz", &[])).is_ok());
+        assert!(check(&h, None, &req(Method::GET, "/healthz", &[]), false).is_ok());
     }
 
     #[test]
@@ -248,10 +253,12 @@ mod tests {
     fn foreign_origins_are_refused_on_writes_and_ws_only() {
         let h = hosts("127.0.0.1:7070", &[]);
         let with = |m: Method, path: &str, origin: &str, cors: Option<&str>| {
+            let to_ws = path == "/ws";
             check(
                 &h,
                 cors,
                 &req(m, path, &[("host", "127.0.0.1:7070"), ("origin", origin)]),
+                to_ws,
             )
         };
         let evil = "https://evil.example";
@@ -268,6 +275,15 @@ mod tests {
         assert!(with(Method::POST, "/api/prune", evil, Some(evil)).is_ok());
         assert!(with(Method::POST, "/api/prune", "https://evil.example.org", Some(evil)).is_err());
         assert!(with(Method::GET, "/ws", "null", Some("*")).is_ok());
+        let upgrade = req(
+            Method::GET,
+            "/elsewhere",
+            &[("host", "127.0.0.1:7070"), ("origin", evil), ("upgrade", "WebSocket")],
+        );
+        assert!(
+            check(&h, None, &upgrade, false).is_err(),
+            "an upgrade anywhere is guarded"
+        );
     }
 
     #[test]

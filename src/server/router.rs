@@ -146,15 +146,16 @@ async fn route_and_dispatch(
     label: &mut &'static str,
 ) -> Result<Resp, ApiError> {
     limits::check(&req)?;
-    // Before anything is parsed or dispatched: a refused request changes
-    // nothing, and `/ws` is refused before its upgrade.
-    origin::check(&app.hosts, app.config.cors_origin.as_deref(), &req)?;
     let segs = segments(req.uri().path())?;
     // Parsed early for the metrics label; its error still comes after auth.
     let parsed = Route::parse(&segs);
     if let Ok(route) = &parsed {
         *label = route.pattern();
     }
+    // Before anything is dispatched: a refused request changes nothing,
+    // and `/ws` (as routed, so `/%77s` too) is refused before its upgrade.
+    let to_ws = matches!(parsed, Ok(Route::Ws));
+    origin::check(&app.hosts, app.config.cors_origin.as_deref(), &req, to_ws)?;
     let query = Query::parse(req.uri().query())?;
     let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws" | "metrics"));
     // Preflights carry no credentials: answer them before auth.

@@ -156,6 +156,13 @@ async fn bug_ws_let_a_page_on_any_site_read_every_lifecycle_event() {
             other => panic!("a /ws upgrade from {origin} must be refused, got {other:?}"),
         }
     }
+    // The route as the router decodes it: `/%77s` is `/ws`.
+    let mut encoded = format!("ws://{}/%77s", s.addr).into_client_request().unwrap();
+    encoded.headers_mut().insert("origin", EVIL.parse().unwrap());
+    assert!(
+        matches!(tokio_tungstenite::connect_async(encoded).await, Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status() == 403),
+        "an encoded /ws path must not slip past the Origin check"
+    );
     let mut own = url.as_str().into_client_request().unwrap();
     own.headers_mut()
         .insert("origin", format!("http://{}", s.addr).parse().unwrap());
