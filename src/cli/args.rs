@@ -92,6 +92,10 @@ pub struct ServeArgs {
     /// Allowed CORS origin (`*` for any).
     #[arg(long, env = "PROCHUB_CORS_ORIGIN")]
     pub cors_origin: Option<String>,
+    /// A `Host` name to answer besides the bound address and `localhost`
+    /// (repeatable, or comma-separated in the variable; `*`: any host).
+    #[arg(long = "allowed-host", env = "PROCHUB_ALLOWED_HOST", value_delimiter = ',')]
+    pub allowed_hosts: Vec<String>,
     /// Most connections served at once; more wait in the accept queue.
     #[arg(long, env = "PROCHUB_MAX_CONNECTIONS", default_value_t = 20_000)]
     pub max_connections: usize,

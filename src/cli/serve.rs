@@ -67,6 +67,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         cors_origin: args.cors_origin.clone(),
         max_connections: args.max_connections,
         runner: None,
+        allowed_hosts: args.allowed_hosts.clone(),
     };
     let result = run(listener, config, store, shutdown).await;
     remove_server_json(&dir).await;

@@ -43,11 +43,41 @@ pub struct NewProcess {
     /// Working directory of a server-run command.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cwd: Option<String>,
-    /// Extra environment of a server-run command.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Extra environment of a server-run command. Checked as it is read
+    /// ([`env_entry_error`]): a bad key is a 400 naming it, before anything
+    /// is stored.
+    #[serde(default, deserialize_with = "env", skip_serializing_if = "Option::is_none")]
     pub env: Option<BTreeMap<String, String>>,
     #[serde(default, deserialize_with = "exit_code", skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
+}
+
+/// Why an entry of a command's `env` cannot reach `execve`, if it cannot:
+/// an empty key, a key with `=` (the entry would set another variable, or
+/// none), or a NUL in the key or value (C strings end there).
+/// Regression: such entries were stored, then the spawn failed or set a
+/// different variable than the one asked for.
+fn env_entry_error(key: &str, value: &str) -> Option<String> {
+    if key.is_empty() {
+        Some("`env` has an empty variable name".to_owned())
+    } else if key.contains('=') {
+        Some(format!("`env` variable name {key:?} contains `=`"))
+    } else if key.contains('\0') {
+        Some(format!("`env` variable name {key:?} contains NUL"))
+    } else if value.contains('\0') {
+        Some(format!("the value of `env` variable {key:?} contains NUL"))
+    } else {
+        None
+    }
+}
+
+/// `env`, refusing what [`env_entry_error`] refuses.
+fn env<'de, D: Deserializer<'de>>(d: D) -> Result<Option<BTreeMap<String, String>>, D::Error> {
+    let env = Option::<BTreeMap<String, String>>::deserialize(d)?;
+    if let Some(message) = env.iter().flatten().find_map(|(k, v)| env_entry_error(k, v)) {
+        return Err(serde::de::Error::custom(message));
+    }
+    Ok(env)
 }
 
 /// Deserializes a present field (even `null`) as `Some`, so a merge patch
@@ -265,5 +295,22 @@ mod tests {
             let body = format!(r#"{{"name":"x","exit_code":{bad}}}"#);
             assert!(serde_json::from_str::<NewProcess>(&body).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn bug_env_keys_with_equals_or_nul_or_empty_were_accepted() {
+        let parse = |env: &str| serde_json::from_str::<NewProcess>(&format!(r#"{{"name":"x","env":{env}}}"#));
+        for (env, names) in [
+            (r#"{"":"v"}"#, "empty"),
+            (r#"{"A=B":"v"}"#, "\"A=B\""),
+            (r#"{"A\u0000B":"v"}"#, "NUL"),
+            (r#"{"OK":"v\u0000w"}"#, "\"OK\""),
+        ] {
+            let err = parse(env).expect_err(env).to_string();
+            assert!(err.contains(names), "{env}: {err}");
+        }
+        let ok = parse(r#"{"PATH_2":"a=b","LANG":""}"#).expect("valid env");
+        assert_eq!(ok.env.expect("env").len(), 2);
+        assert_eq!(parse("null").expect("null is absent").env, None);
     }
 }

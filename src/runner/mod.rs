@@ -13,6 +13,12 @@
 //! killed the command, and an `error` for people. Output therefore always
 //! lands before the terminal status, which would refuse it.
 //!
+//! When the command's leader exits, whatever it left in its process group
+//! is stopped too (SIGTERM, grace, SIGKILL) before the end is recorded: a
+//! command is its whole group. While it runs, `DIR/children/<id>.json`
+//! says which OS process it is (pid, group, start time), so that after a
+//! crash of the server the next one can stop it (`orphans.rs`).
+//!
 //! Cancel, a PATCH to `cancelled` and shutdown never touch the child
 //! directly: they record *why* it must stop and wake the supervisor, which
 //! owns the child and does the SIGTERM → grace → SIGKILL dance, so there is
@@ -20,12 +26,15 @@
 //!
 //! # Files
 //! * `mod.rs`: the [`Runner`]: start (and recording a start that failed),
-//!   cancel, PATCH to `cancelled`, orphans of a previous server, shutdown.
+//!   cancel, PATCH to `cancelled`, shutdown.
+//! * `orphans.rs`: at start, the commands of a server that crashed:
+//!   stopped if they still run, recorded failed.
 //! * `supervise.rs`: one command's supervisor: waiting, terminating,
 //!   recording the end.
 //! * `pump.rs`: a pipe into the store as chunks of whole characters.
 //! * `signal.rs`: signals to a process group, and signal names (`nix`).
 
+mod orphans;
 mod pump;
 mod signal;
 mod supervise;
@@ -41,8 +50,9 @@ use nix::sys::signal::Signal;
 use tokio::process::{Child, Command};
 
 use crate::model::{Id, Process, ProcessPatch, Status};
-use crate::store::{FileProcessStore, ListQuery, MAX_LIMIT, StoreError};
+use crate::store::{ChildRecord, FileProcessStore, StoreError};
 
+pub use orphans::{ORPHAN_ERROR, ORPHAN_STOPPED_ERROR};
 pub use pump::READ_BLOCK;
 use supervise::{StopReason, Tracked};
 
@@ -55,9 +65,6 @@ pub const PIPE_DRAIN: Duration = Duration::from_secs(2);
 /// What shutdown allows, past the grace period and the pipe drain, for the
 /// final records to be written before it gives up on them.
 const RECORD_SLACK: Duration = Duration::from_secs(5);
-/// The `error` of a record whose command outlived its server.
-pub const ORPHAN_ERROR: &str =
-    "the server restarted while this command was running; its output can no longer be followed";
 /// The `error` of a command stopped by a graceful server shutdown.
 pub const SHUTDOWN_ERROR: &str = "the server shut down while this command was running";
 
@@ -132,7 +139,7 @@ impl Runner {
         env: BTreeMap<String, String>,
     ) -> Result<(), RunnerError> {
         let id = &process.id;
-        match self.try_start(process, cwd.as_deref(), &env) {
+        match self.try_start(process, cwd.as_deref(), &env).await {
             Ok(Started::Running) => Ok(()),
             Ok(Started::NotSpawned(message)) => {
                 tracing::info!(id = %id, command = ?process.command, %message, "command could not start");
@@ -147,8 +154,11 @@ impl Runner {
         }
     }
 
-    /// Spawns the command and hands it to its supervisor.
-    fn try_start(
+    /// Spawns the command, records what identifies its OS process
+    /// (`DIR/children/<id>.json`, durably, so a server that crashes from
+    /// now on leaves the next one able to stop it), and hands it to its
+    /// supervisor.
+    async fn try_start(
         self: &Arc<Self>,
         process: &Process,
         cwd: Option<&str>,
@@ -168,6 +178,9 @@ impl Runner {
         let id = process.id.clone();
         let tracked = self.track(&id, &child).ok_or(RunnerError::Unavailable)?;
         tracing::info!(id = %id, pid = child.id(), command = ?argv, "command started");
+        if let Some(pid) = child.id() {
+            self.save_child(&id, pid).await;
+        }
         let runner = self.clone();
         tokio::spawn(async move { runner.supervise(id, child, tracked).await });
         Ok(Started::Running)
@@ -189,6 +202,30 @@ impl Runner {
         let tracked = Arc::new(Tracked::new());
         children.insert(id.clone(), tracked.clone());
         Some(tracked)
+    }
+
+    /// Writes `children/<id>.json` for a command just spawned. A failure is
+    /// logged, not fatal: the command runs, only a crash of this server
+    /// would then leave it running.
+    async fn save_child(&self, id: &Id, pid: u32) {
+        let record = tokio::task::spawn_blocking(move || signal::proc_stat(pid).map(|st| (st, signal::boot_id())))
+            .await
+            .ok()
+            .flatten();
+        let Some((stat, boot_id)) = record else {
+            // Already gone (and not reaped: it is a zombie with a stat).
+            return;
+        };
+        let child = ChildRecord {
+            id: id.clone(),
+            pid,
+            pgid: stat.pgrp,
+            start_time: stat.start_time,
+            boot_id,
+        };
+        if let Err(err) = self.store.save_child(&child).await {
+            tracing::warn!(%err, id = %id, "could not record the command's process; a crash would leave it running");
+        }
     }
 
     async fn record_failed_start(&self, id: &Id, message: String) {
@@ -263,50 +300,6 @@ impl Runner {
         match tracked.finished().await {
             Some(p) => Ok(p),
             None => self.store.get_process(id),
-        }
-    }
-
-    /// At server start: records left `running` with a `command` by a previous
-    /// server can no longer be followed: mark them failed, saying so.
-    pub async fn recover_orphans(self: &Arc<Self>) -> Result<usize, StoreError> {
-        let mut recovered = 0;
-        for id in self.running_commands()? {
-            if self.children().contains_key(&id) {
-                continue; // ours: started by this server
-            }
-            let patch = ProcessPatch {
-                status: Some(Status::Failed),
-                error: Some(Some(ORPHAN_ERROR.to_owned())),
-                ..Default::default()
-            };
-            match self.store.update_process(&id, patch).await {
-                Ok(_) => recovered += 1,
-                // Ended or deleted meanwhile: not an orphan any more.
-                Err(StoreError::BadTransition { .. } | StoreError::NotFound { .. }) => {}
-                Err(e) => return Err(e),
-            }
-        }
-        if recovered > 0 {
-            tracing::warn!(recovered, "marked commands of a previous server as failed");
-        }
-        Ok(recovered)
-    }
-
-    /// Ids of every `running` record with a `command`, all pages.
-    fn running_commands(&self) -> Result<Vec<Id>, StoreError> {
-        let mut ids = Vec::new();
-        let mut query = ListQuery {
-            status: Some(Status::Running),
-            limit: Some(MAX_LIMIT),
-            ..Default::default()
-        };
-        loop {
-            let page = self.store.list_processes(&query)?;
-            ids.extend(page.items.into_iter().filter(|p| p.command.is_some()).map(|p| p.id));
-            match page.next_cursor {
-                Some(c) => query.cursor = Some(c),
-                None => return Ok(ids),
-            }
         }
     }
 

@@ -8,7 +8,6 @@
 use std::os::unix::process::ExitStatusExt;
 use std::process::ExitStatus;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use tokio::process::Child;
@@ -18,10 +17,6 @@ use super::pump::Pumps;
 use super::{Runner, SHUTDOWN_ERROR, signal};
 use crate::model::{EventKind, Id, Process, ProcessPatch, Status};
 use crate::store::{FileProcessStore, StoreError};
-
-/// How often a stopped command's process group is checked for members
-/// that outlived its leader, until the grace period ends.
-const GROUP_POLL: Duration = Duration::from_millis(50);
 
 /// Why a command is being stopped before it ended by itself.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,9 +79,26 @@ impl Tracked {
 impl Runner {
     /// Owns the child from spawn to the final record.
     pub(super) async fn supervise(self: Arc<Self>, id: Id, mut child: Child, tracked: Arc<Tracked>) {
+        let pgid = child.id();
         let pumps = Pumps::start(&self.store, &id, &mut child, &tracked);
         let exit = self.wait_or_stop(&id, &mut child, &tracked).await;
+        // Whatever the leader left in its group (`sh -c 'sleep 61 & echo'`)
+        // is part of the command and must not outlive its record: it gets
+        // the same SIGTERM → grace → SIGKILL, as CI runners do. This also
+        // lets the pumps see EOF on pipes such a process held open.
+        if let Some(pgid) = pgid
+            && signal::end_group(pgid, tokio::time::Instant::now() + self.grace, false).await
+        {
+            tracing::info!(id = %id, pgid, "stopped processes the command left in its group");
+        }
         pumps.finish(&id).await;
+        // The group is gone: nothing is left for a later server to stop.
+        // Removed before the end is recorded, so that the record's end is
+        // the last thing that happens (a crash in between leaves a running
+        // record without a file: the next start marks it failed).
+        if let Err(err) = self.store.forget_child(&id).await {
+            tracing::warn!(%err, id = %id, "removing the file of an ended command");
+        }
         let record = match exit {
             Ok(status) => self.record_end(&id, status, tracked.stop_reason()).await,
             Err(err) => {
@@ -139,14 +151,7 @@ impl Runner {
         };
         // The leader is reaped; members of its group may live on (they
         // keep the group id, so it cannot be reused while they do).
-        while signal::group_alive(pid) {
-            if tokio::time::Instant::now() >= deadline {
-                tracing::info!(id = %id, pid, "processes of the command ignored SIGTERM; sending SIGKILL");
-                signal::signal_group(pid, Signal::SIGKILL);
-                break;
-            }
-            tokio::time::sleep(GROUP_POLL).await;
-        }
+        signal::end_group(pid, deadline, true).await;
         status
     }
 

@@ -16,6 +16,16 @@ pub const EXPOSE_HEADERS: &str = "Location, Link";
 /// How long a browser may cache a preflight answer, in seconds.
 pub const MAX_AGE_S: &str = "600";
 
+/// Whether `--cors-origin` lets pages of `origin` in (`*`: any origin,
+/// `null` included). The `Origin` guard (`server::origin`) asks this.
+pub fn allows(cors_origin: Option<&str>, origin: &str) -> bool {
+    match cors_origin {
+        Some("*") => true,
+        Some(allowed) => origin.eq_ignore_ascii_case(allowed.trim_end_matches('/')),
+        None => false,
+    }
+}
+
 /// Adds the CORS headers of a normal response.
 pub fn decorate(origin: Option<&str>, headers: &mut HeaderMap) {
     let Some(value) = origin.and_then(|o| HeaderValue::from_str(o).ok()) else {

@@ -48,6 +48,12 @@ pub enum ApiError {
     UriTooLong { limit: usize },
     #[error("request headers are over the limit ({limit})")]
     HeadersTooLarge { limit: &'static str },
+    /// A browser request from a page of another origin (`server::origin`).
+    #[error("requests from origin {origin:?} are refused: it is neither this server nor --cors-origin")]
+    ForbiddenOrigin { origin: String },
+    /// A `Host` this server does not answer for (DNS rebinding).
+    #[error("this server does not answer for host {host:?} (see --allowed-host)")]
+    MisdirectedHost { host: String },
 }
 
 impl ApiError {
@@ -74,6 +80,8 @@ impl ApiError {
             ApiError::Malformed => (S::BAD_REQUEST, "malformed_request"),
             ApiError::UriTooLong { .. } => (S::URI_TOO_LONG, "uri_too_long"),
             ApiError::HeadersTooLarge { .. } => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            ApiError::ForbiddenOrigin { .. } => (S::FORBIDDEN, "forbidden_origin"),
+            ApiError::MisdirectedHost { .. } => (S::MISDIRECTED_REQUEST, "misdirected_host"),
         }
     }
 

@@ -22,6 +22,7 @@
 //!   shared with events), lifecycle events over SSE and WebSocket.
 //! * `error`: the one place mapping errors to status + `{"error","code"}`.
 //! * `body`, `url`, `response`, `auth`, `cors`: request and response plumbing.
+//! * `origin`: the `Host`/`Origin` guard (browser safety, DNS rebinding).
 //! * `scrape`, `openapi`, `access_log`, `limits`, `malformed`: operations
 //!   (SPEC section 12): `/metrics`, the OpenAPI document, request metrics
 //!   and access log, head limits, JSON for what hyper rejects itself.
@@ -36,6 +37,7 @@ mod handlers;
 mod limits;
 mod malformed;
 mod openapi;
+mod origin;
 mod response;
 mod router;
 mod scrape;
@@ -94,6 +96,9 @@ pub struct ServerConfig {
     pub max_connections: usize,
     /// The runner of server-run commands; `run` makes one when None.
     pub runner: Option<Arc<Runner>>,
+    /// `Host` names answered besides the bound address and `localhost`
+    /// (`--allowed-host`; `*`: any). See `server::origin`.
+    pub allowed_hosts: Vec<String>,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +111,7 @@ impl Default for ServerConfig {
             cors_origin: None,
             max_connections: DEFAULT_MAX_CONNECTIONS,
             runner: None,
+            allowed_hosts: Vec::new(),
         }
     }
 }
@@ -119,6 +125,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("allow_exec", &self.allow_exec)
             .field("cors_origin", &self.cors_origin)
             .field("max_connections", &self.max_connections)
+            .field("allowed_hosts", &self.allowed_hosts)
             .finish_non_exhaustive()
     }
 }
@@ -135,6 +142,8 @@ pub(crate) struct App {
     /// their connection): shutdown waits for both.
     pub tracker: TaskTracker,
     pub started: Instant,
+    /// The `Host` values this server answers (bound address + config).
+    pub hosts: origin::Hosts,
 }
 
 /// Serves `store` on `listener` until `shutdown` fires, then drains:
@@ -156,7 +165,11 @@ pub async fn run(
         Ok(n) => tracing::info!(orphans = n, "marked commands of a previous server as failed"),
         Err(e) => tracing::warn!(%e, "could not recover orphaned commands"),
     }
+    let bound = listener
+        .local_addr()
+        .expect("a bound listener knows its address (getsockname on a valid socket)");
     let app = Arc::new(App {
+        hosts: origin::Hosts::new(bound, &config.allowed_hosts),
         config,
         store: store.clone(),
         runner: runner.clone(),

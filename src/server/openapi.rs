@@ -76,6 +76,13 @@ fn common(responses: &mut Map<String, Value>, protected: bool) {
             }),
         );
     }
+    responses.insert(
+        "421".into(),
+        error(
+            "`Host` is not this server: not its bound address, `localhost` or an `--allowed-host` name (DNS rebinding)",
+            &["misdirected_host"],
+        ),
+    );
     responses.insert("414".into(), error("Request line over 8 KiB", &["uri_too_long"]));
     responses.insert(
         "431".into(),
@@ -397,7 +404,8 @@ fn schemas() -> Value {
         },
         "Health": {
             "type": "object",
-            "required": ["status", "version", "uptime_s", "processes", "emitters"],
+            "description": "With `--token`, only `status` and `version`",
+            "required": ["status", "version"],
             "properties": {
                 "status": { "type": "string", "const": "ok" },
                 "version": { "type": "string" },
@@ -527,6 +535,34 @@ fn schemas() -> Value {
     })
 }
 
+/// Adds the 403 `forbidden_origin` of the `Origin` guard to every
+/// operation it applies to (`server::origin`: every method but GET, and
+/// GET `/ws`), next to an operation's own 403 codes where it has some.
+fn with_origin_refusals(mut paths: Value) -> Value {
+    const WHY: &str = "`Origin` is neither this server nor `--cors-origin`";
+    let ops = paths.as_object_mut().expect("paths").iter_mut();
+    for (path, methods) in ops {
+        for (method, op) in methods.as_object_mut().expect("operations") {
+            if method == "get" && path != "/ws" {
+                continue;
+            }
+            let responses = op["responses"].as_object_mut().expect("responses");
+            let refusal = match responses.get("403").and_then(|r| r["description"].as_str()) {
+                Some(own) => {
+                    let own = own.trim_end_matches(')');
+                    json!({
+                        "description": format!("{own}, `forbidden_origin`); or {WHY}"),
+                        "content": { "application/json": { "schema": schema("Error") } },
+                    })
+                }
+                None => error(WHY, &["forbidden_origin"]),
+            };
+            responses.insert("403".into(), refusal);
+        }
+    }
+    paths
+}
+
 fn document() -> Value {
     json!({
         "openapi": "3.1.0",
@@ -537,7 +573,10 @@ fn document() -> Value {
                 Every error is JSON `{\"error\", \"code\"}`. `HEAD` works wherever `GET` does (but `/ws`): the same \
                 status and headers, no body. `OPTIONS` on any known path answers 204 with `Allow` and never needs the \
                 token; any other method is a 405 with `Allow`. Unknown paths are a 404 `not_found`. With `--token`, \
-                every `/api`, `/ws` and `/metrics` request needs `Authorization: Bearer T` or `?access_token=T`.",
+                every `/api`, `/ws` and `/metrics` request needs `Authorization: Bearer T` or `?access_token=T`. \
+                Browser safety: a `Host` that is not this server is a 421 `misdirected_host`; an `Origin` that is \
+                neither this server nor `--cors-origin` is a 403 `forbidden_origin` on every method but GET/HEAD/OPTIONS \
+                and on `/ws`. Requests without `Origin` are unaffected.",
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }, { "access_token": [] }],
@@ -545,7 +584,7 @@ fn document() -> Value {
             { "name": "health" }, { "name": "workspaces" }, { "name": "processes" },
             { "name": "output" }, { "name": "events" }, { "name": "operations" },
         ],
-        "paths": paths(),
+        "paths": with_origin_refusals(paths()),
         "components": {
             "schemas": schemas(),
             "securitySchemes": {
@@ -604,6 +643,28 @@ mod tests {
         for key in paths.keys() {
             assert!(keys.contains(key), "{key} is documented but no route has it");
         }
+    }
+
+    /// The browser guard's answers are in the document wherever the guard
+    /// gives them, so schemathesis accepts them and clients can expect them.
+    #[test]
+    fn the_host_and_origin_refusals_are_documented_where_they_apply() {
+        let doc = document();
+        for (path, ops) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in ops.as_object().expect("operations") {
+                let responses = &op["responses"];
+                let says = |status: &str, code: &str| {
+                    responses[status]["description"]
+                        .as_str()
+                        .is_some_and(|d| d.contains(code))
+                };
+                assert!(says("421", "misdirected_host"), "{method} {path}");
+                let guarded = method != "get" || path == "/ws";
+                assert_eq!(says("403", "forbidden_origin"), guarded, "{method} {path}");
+            }
+        }
+        let create = &doc["paths"]["/api/processes"]["post"]["responses"]["403"]["description"];
+        assert!(create.as_str().unwrap().contains("exec_disabled"), "{create}");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Routing by hand: the decoded path picks a [`Route`], the method picks
-//! the handler (or a 405 with `Allow`). Auth and CORS wrap every route;
-//! every error, including a bad path, leaves here as JSON.
+//! the handler (or a 405 with `Allow`). The `Host`/`Origin` guard, auth
+//! and CORS wrap every route; every error, including a bad path, leaves
+//! here as JSON.
 
 use std::sync::Arc;
 
@@ -11,7 +12,7 @@ use super::error::ApiError;
 use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
 use super::url::{Query, segments};
-use super::{App, access_log, auth, cors, events, limits, openapi, scrape, sse, ws};
+use super::{App, access_log, auth, cors, events, limits, openapi, origin, scrape, sse, ws};
 use crate::model::Id;
 
 /// A known path, with its (validated) id.
@@ -151,6 +152,10 @@ async fn route_and_dispatch(
     if let Ok(route) = &parsed {
         *label = route.pattern();
     }
+    // Before anything is dispatched: a refused request changes nothing,
+    // and `/ws` (as routed, so `/%77s` too) is refused before its upgrade.
+    let to_ws = matches!(parsed, Ok(Route::Ws));
+    origin::check(&app.hosts, app.config.cors_origin.as_deref(), &req, to_ws)?;
     let query = Query::parse(req.uri().query())?;
     let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws" | "metrics"));
     // Preflights carry no credentials: answer them before auth.

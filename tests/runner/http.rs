@@ -4,7 +4,7 @@ use std::time::Instant;
 
 use prochub::client::{Client, OutputEvent};
 use prochub::model::{NewProcess, Status, StreamKind};
-use prochub::runner::{CANCEL_GRACE, ORPHAN_ERROR, SHUTDOWN_ERROR};
+use prochub::runner::{CANCEL_GRACE, ORPHAN_STOPPED_ERROR, SHUTDOWN_ERROR};
 
 use crate::helper::client::{ServerProc, WAIT};
 
@@ -173,9 +173,10 @@ async fn graceful_shutdown_records_running_commands_and_a_crash_leaves_orphans_m
     assert_eq!(rec.status, Status::Cancelled);
     assert_eq!(rec.error.as_deref(), Some(SHUTDOWN_ERROR));
 
-    // A crash (SIGKILL) while a command runs: the next server marks it.
+    // A crash (SIGKILL) while a command runs: the next server stops it
+    // and marks it.
     let q = c
-        .create_process(&command(&["sh", "-c", "echo up; sleep 2"]))
+        .create_process(&command(&["sh", "-c", "echo up; sleep 30"]))
         .await
         .unwrap();
     let mut f = c.follow(&q.id, Some(0));
@@ -184,7 +185,7 @@ async fn graceful_shutdown_records_running_commands_and_a_crash_leaves_orphans_m
     let server = ServerProc::start_with(data.path(), &addr, &["--allow-exec"]).await;
     let rec = c.get_process(&q.id).await.unwrap();
     assert_eq!(rec.status, Status::Failed);
-    assert_eq!(rec.error.as_deref(), Some(ORPHAN_ERROR));
+    assert_eq!(rec.error.as_deref(), Some(ORPHAN_STOPPED_ERROR));
     assert_eq!(rec.output_bytes, 3, "its output so far is kept");
     server.stop().await;
 }
@@ -212,5 +213,37 @@ async fn commands_do_not_inherit_the_server_token() {
         c.read_output(&p.id, prochub::model::OutputRange::All).await.unwrap(),
         "none yes\n"
     );
+    server.stop().await;
+}
+
+/// Regression: `env` keys were not checked: `""` or `"A=B"` were stored
+/// and then either failed the spawn or set another variable than the one
+/// named, and a NUL cut the entry short. Now a 400 `invalid_field` naming
+/// the key, and nothing is stored or run.
+#[tokio::test]
+async fn bug_env_keys_that_are_empty_or_hold_equals_or_nul_were_accepted() {
+    let (_data, server, c) = serve().await;
+    for (key, value, named) in [
+        ("", "v", "empty"),
+        ("A=B", "v", "A=B"),
+        ("A\0B", "v", "NUL"),
+        ("OK", "v\0w", "OK"),
+    ] {
+        let err = c
+            .create_process(&NewProcess {
+                env: Some([(key.to_owned(), value.to_owned())].into()),
+                ..command(&["true"])
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.status(), Some(400), "{key:?}: {err}");
+        let text = err.to_string();
+        assert!(
+            text.contains("invalid_field") && text.contains(named),
+            "{key:?}: {text}"
+        );
+    }
+    let stored = c.list_processes(&prochub::model::ListQuery::default()).await.unwrap();
+    assert!(stored.items.is_empty(), "nothing stored");
     server.stop().await;
 }

@@ -4,3 +4,4 @@
 
 mod direct;
 mod http;
+mod orphans;

@@ -135,7 +135,7 @@ async fn bug_head_was_405_where_get_works() {
     let r = call(s.addr, Method::HEAD, "/api/processes/missing", &[], "").await;
     assert_eq!(r.status, 404, "HEAD of a missing record");
     for path in [format!("/api/processes/{id}/stream"), "/api/events".to_owned()] {
-        let req = format!("HEAD {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        let req = format!("HEAD {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n");
         let out = raw(s.addr, req.as_bytes()).await;
         assert!(out.starts_with("HTTP/1.1 200"), "{out}");
         assert!(out.contains("text/event-stream"), "{out}");
@@ -180,7 +180,7 @@ async fn bodies_over_the_limit_are_413_while_reading() {
         .expect(413);
     // Chunked body (no length): refused once the limit is passed.
     let mut req = String::from(
-        "POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
+        "POST /api/processes HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n",
     );
     for piece in big.as_bytes().chunks(500) {
         req.push_str(&format!(
@@ -307,11 +307,11 @@ async fn garbage_on_the_wire_gets_an_answer_not_a_hang() {
     let s = TestServer::start().await;
     let out = raw(
         s.addr,
-        b"GET /api/processes/%00 HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n",
+        b"GET /api/processes/%00 HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n",
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
-    let out = raw(s.addr, b"POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n\x00\xff{").await;
+    let out = raw(s.addr, b"POST /api/processes HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ncontent-length: 3\r\nconnection: close\r\n\r\n\x00\xff{").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");
     let out = raw(s.addr, b"NONSENSE\r\n\r\n").await;
     assert!(out.starts_with("HTTP/1.1 400"), "{out}");

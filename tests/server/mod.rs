@@ -3,6 +3,7 @@
 //! clients.
 
 mod backpressure;
+mod browser;
 mod errors;
 mod events;
 mod faults;

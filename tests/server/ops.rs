@@ -268,37 +268,37 @@ async fn requests_hyper_rejects_get_json_too() {
         ("a bad request line", b"NONSENSE\r\n\r\n".to_vec(), 400, "malformed_request"),
         (
             "a bad header",
-            b"GET /healthz HTTP/1.1\r\nhost: x\r\nbad header\r\n\r\n".to_vec(),
+            b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nbad header\r\n\r\n".to_vec(),
             400,
             "malformed_request",
         ),
         (
             "a bad content-length",
-            b"POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-length: abc\r\n\r\n".to_vec(),
+            b"POST /api/processes HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-length: abc\r\n\r\n".to_vec(),
             400,
             "malformed_request",
         ),
         (
             "101 header fields",
-            format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{}\r\n", headers(100)).into_bytes(),
+            format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n{}\r\n", headers(100)).into_bytes(),
             431,
             "headers_too_large",
         ),
         (
             "a head longer than hyper buffers",
-            format!("GET /healthz HTTP/1.1\r\nhost: x\r\nx-big: {}\r\n\r\n", "v".repeat(80 * 1024)).into_bytes(),
+            format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nx-big: {}\r\n\r\n", "v".repeat(80 * 1024)).into_bytes(),
             431,
             "headers_too_large",
         ),
         (
             "a request line longer than hyper buffers",
-            format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(80 * 1024)).into_bytes(),
+            format!("GET /{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n", "a".repeat(80 * 1024)).into_bytes(),
             414,
             "uri_too_long",
         ),
         (
             "a bad chunked body",
-            b"POST /api/processes HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec(),
+            b"POST /api/processes HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n".to_vec(),
             400,
             "body_read_failed",
         ),
@@ -316,13 +316,16 @@ async fn head_limits_inside_what_hyper_parses_are_414_and_431() {
     let s = TestServer::start().await;
     let close = "connection: close\r\n";
     // 9 KiB of request line, 70 KiB of headers: parsed, then refused.
-    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n{close}\r\n", "a".repeat(9 * 1024));
+    let long_line = format!(
+        "GET /{} HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}\r\n",
+        "a".repeat(9 * 1024)
+    );
     assert_eq!(
         json_error(&raw(s.addr, long_line.as_bytes()).await),
         (414, "uri_too_long".into())
     );
     let big = format!(
-        "GET /healthz HTTP/1.1\r\nhost: x\r\n{close}x-a: {}\r\nx-b: {}\r\n\r\n",
+        "GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}x-a: {}\r\nx-b: {}\r\n\r\n",
         "v".repeat(35 * 1024),
         "v".repeat(35 * 1024)
     );
@@ -335,10 +338,10 @@ async fn head_limits_inside_what_hyper_parses_are_414_and_431() {
         "/healthz?pad={}",
         "a".repeat(8192 - "GET  HTTP/1.1".len() - "/healthz?pad=".len())
     );
-    let at_line = format!("GET {target} HTTP/1.1\r\nhost: x\r\n{close}\r\n");
+    let at_line = format!("GET {target} HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}\r\n");
     let out = raw(s.addr, at_line.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{}", &out[..out.len().min(200)]);
-    let at_fields = format!("GET /healthz HTTP/1.1\r\nhost: x\r\n{close}{}\r\n", headers(98));
+    let at_fields = format!("GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\n{close}{}\r\n", headers(98));
     let out = raw(s.addr, at_fields.as_bytes()).await;
     assert!(out.starts_with("HTTP/1.1 200"), "{out}");
 }
@@ -347,9 +350,9 @@ async fn head_limits_inside_what_hyper_parses_are_414_and_431() {
 async fn a_kept_alive_connection_survives_a_refused_head() {
     let s = TestServer::start().await;
     let mut conn = TcpStream::connect(s.addr).await.expect("connect");
-    let long_line = format!("GET /{} HTTP/1.1\r\nhost: x\r\n\r\n", "a".repeat(9 * 1024));
+    let long_line = format!("GET /{} HTTP/1.1\r\nhost: 127.0.0.1\r\n\r\n", "a".repeat(9 * 1024));
     conn.write_all(long_line.as_bytes()).await.expect("write");
-    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+    conn.write_all(b"GET /healthz HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
         .await
         .expect("write");
     let mut out = String::new();

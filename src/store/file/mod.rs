@@ -42,11 +42,14 @@
 //! * `reader`: `GET …/output` read from a log block by block;
 //! * `events`: lifecycle events and their ring (replay and live delivery);
 //! * `retention`: prune by age and count, on demand and on an interval.
+//! * `children`: what identifies each running server-run command's OS
+//!   process, kept for the next server after a crash.
 //! * Open parses records on several threads and builds the index from
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
 mod checks;
+mod children;
 mod chunk;
 mod creating;
 mod events;
@@ -68,6 +71,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
+pub use children::ChildRecord;
 pub use chunk::{Chunk, MAX_CHUNK};
 pub use error::{Result, StoreError};
 pub use events::{EVENT_RING, EVENT_RING_BYTES, Events, Resume, SeqEvent, Subscription};
@@ -136,6 +140,9 @@ struct Layout {
     output: PathBuf,
     /// Created on first use: most stores never quarantine anything.
     quarantine: PathBuf,
+    /// `children/<id>.json` of running server-run commands (`children`);
+    /// created on first use.
+    children: PathBuf,
 }
 
 impl Layout {
@@ -145,7 +152,13 @@ impl Layout {
             workspaces: dir.join("workspaces"),
             output: dir.join("output"),
             quarantine: dir.join("quarantine"),
+            children: dir.join("children"),
         }
+    }
+
+    /// `children/<id>.json`.
+    fn child(&self, id: &str) -> PathBuf {
+        self.children.join(format!("{id}.json"))
     }
 
     /// `processes/<id>.json`.
