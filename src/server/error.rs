@@ -38,6 +38,12 @@ pub enum ApiError {
     UriTooLong { limit: usize },
     #[error("request headers are over the limit ({limit})")]
     HeadersTooLarge { limit: &'static str },
+    /// The body did not arrive in full within the body timeout.
+    #[error("the request body did not arrive within {limit:?}")]
+    BodyTimeout { limit: std::time::Duration },
+    /// No room in the budget of body bytes read at once (`server::body`).
+    #[error("the server is reading too many request bodies at once; retry in {retry_after} s")]
+    Busy { retry_after: u64 },
 }
 
 impl ApiError {
@@ -64,6 +70,8 @@ impl ApiError {
             ApiError::Malformed => (S::BAD_REQUEST, "malformed_request"),
             ApiError::UriTooLong { .. } => (S::URI_TOO_LONG, "uri_too_long"),
             ApiError::HeadersTooLarge { .. } => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
+            ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Busy { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 
@@ -71,7 +79,8 @@ impl ApiError {
     /// answered without their details (paths stay private).
     pub fn into_response(self) -> Resp {
         let (status, code) = self.status_code();
-        let message = if status.is_server_error() {
+        // A 503 `busy` is load, not a fault: its message is for the client.
+        let message = if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) {
             tracing::error!(error = %self, "request failed");
             "internal server error".to_owned()
         } else {
@@ -97,6 +106,10 @@ impl ApiError {
             ApiError::Unauthorized => {
                 resp.headers_mut()
                     .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Busy { retry_after } => {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

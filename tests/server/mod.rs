@@ -5,6 +5,7 @@
 mod errors;
 mod events;
 mod follow;
+mod hostile;
 mod ops;
 mod process;
 mod rest;
