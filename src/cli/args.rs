@@ -100,8 +100,8 @@ pub struct ServeArgs {
     /// Time a request body has to arrive in full (408 past it).
     #[arg(long, env = "PROCHUB_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
     pub body_timeout: Duration,
-    /// Bytes of request bodies read at once over all connections; past it new bodies
-    /// wait up to 5 s, then get 503 `busy` with `Retry-After`.
+    /// Bytes of request bodies over 16 KiB read at once over all connections; past it
+    /// new bodies wait up to 5 s, then get 503 `busy` with `Retry-After`.
     #[arg(long, env = "PROCHUB_BODY_BUDGET", value_parser = parse_size, default_value = "128MiB")]
     pub body_budget: u64,
     /// Close a connection whose writes make no progress this long [default: 4
