@@ -10,6 +10,7 @@
 //! create, each on a fresh connection):
 //! * `idle`: connect, send nothing;
 //! * `slow-head`: a head cut off after 1 KiB, then a byte every 2 s;
+//! * `big-head`: a head cut off after 60 KB (under the 64 KiB limit);
 //! * `slow-body`: a POST declaring 1 MiB - 1 that sends all but the last
 //!   byte (from one shared buffer: the client holds nothing per socket);
 //! * `stalled-follower`: an SSE follower with a small receive buffer that
@@ -194,6 +195,7 @@ async fn hostile(kind: &'static str, addr: SocketAddr, id: &str) -> Option<tokio
     let head = match kind {
         "idle" => String::new(),
         "slow-head" => format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nx-pad: {}", "a".repeat(1024)),
+        "big-head" => format!("GET /healthz HTTP/1.1\r\nhost: {addr}\r\nx-pad: {}", "a".repeat(60_000)),
         "slow-body" => format!(
             "POST /api/processes HTTP/1.1\r\nhost: {addr}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n",
             BODY.len() - 1
@@ -280,7 +282,14 @@ async fn scenario(kind: &'static str) {
 }
 
 async fn run_all() {
-    let all = ["idle", "slow-head", "slow-body", "stalled-follower", "websocket"];
+    let all = [
+        "idle",
+        "slow-head",
+        "big-head",
+        "slow-body",
+        "stalled-follower",
+        "websocket",
+    ];
     let only = std::env::var("PROCHUB_BENCH_ONLY").unwrap_or_default();
     println!("hostile connections: {} per scenario, 127.0.0.1", conns());
     for kind in all {

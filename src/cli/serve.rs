@@ -72,6 +72,7 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         body_timeout: args.body_timeout,
         body_budget: args.body_budget,
         write_stall: args.write_stall,
+        head_budget: crate::server::DEFAULT_HEAD_BUDGET,
     };
     let result = run(listener, config, store, shutdown).await;
     remove_server_json(&dir).await;

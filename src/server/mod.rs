@@ -96,7 +96,7 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 pub const READ_BUF_MAX: usize = limits::MAX_HEAD;
 
 pub use body::{BUDGET_WAIT, DEFAULT_BODY_BUDGET, DEFAULT_BODY_TIMEOUT};
-pub use slots::EVICT_MIN_IDLE;
+pub use slots::{DEFAULT_HEAD_BUDGET, EVICT_MIN_IDLE};
 pub use stall::{STALL_FLOOR, STALL_HEARTBEATS};
 
 /// What the server needs to know besides its listener and store.
@@ -124,6 +124,9 @@ pub struct ServerConfig {
     /// A connection whose writes make no progress this long is closed;
     /// None: [`STALL_HEARTBEATS`] heartbeats, at least [`STALL_FLOOR`].
     pub write_stall: Option<Duration>,
+    /// Bytes of request heads still arriving, over all connections; past
+    /// it the longest-idle connection is closed ([`DEFAULT_HEAD_BUDGET`]).
+    pub head_budget: u64,
 }
 
 impl ServerConfig {
@@ -146,6 +149,7 @@ impl Default for ServerConfig {
             body_timeout: DEFAULT_BODY_TIMEOUT,
             body_budget: DEFAULT_BODY_BUDGET,
             write_stall: None,
+            head_budget: DEFAULT_HEAD_BUDGET,
         }
     }
 }
@@ -162,6 +166,7 @@ impl std::fmt::Debug for ServerConfig {
             .field("body_timeout", &self.body_timeout)
             .field("body_budget", &self.body_budget)
             .field("write_stall", &self.write_stall)
+            .field("head_budget", &self.head_budget)
             .finish_non_exhaustive()
     }
 }
@@ -204,7 +209,7 @@ pub async fn run(
         Err(e) => tracing::warn!(%e, "could not recover orphaned commands"),
     }
     let app = Arc::new(App {
-        slots: slots::Slots::new(config.max_connections),
+        slots: slots::Slots::new(config.max_connections, config.head_budget),
         bodies: Arc::new(body::Limits {
             budget: body::Budget::new(config.body_budget, config.max_body),
             timeout: config.body_timeout,
@@ -358,7 +363,8 @@ fn serve_connection(
             Ok(resp.map(|b| slots::Tracked::new(b, slot)))
         })
     });
-    let io = malformed::JsonErrors::new(stall::WriteStall::new(stream, stall));
+    let socket = slots::HeadBytes::new(stream, slot.clone());
+    let io = malformed::JsonErrors::new(stall::WriteStall::new(socket, stall));
     let mut conn = Box::pin(
         http1::Builder::new()
             .timer(TokioTimer::new())

@@ -14,6 +14,14 @@
 //! kept-alive connection is closed sees what it sees after any keep-alive
 //! timeout, and retries.
 //!
+//! # Heads still arriving
+//! A head may be 72 KiB, and hyper keeps what has arrived of it for up to
+//! 30 s: 20,000 connections sending heads slowly would hold 1.4 GB. The
+//! bytes read by connections that are between requests are counted
+//! ([`HeadBytes`] around the socket); past the server's head budget
+//! ([`DEFAULT_HEAD_BUDGET`]) the longest-idle connection is closed at once,
+//! young or not, as many as it takes.
+//!
 //! # WebSockets count
 //! A connection's permit lives in its [`Conn`]; `ws::upgrade` takes it
 //! into the upgraded socket's task, so a WebSocket holds its slot until it
@@ -25,10 +33,14 @@
 //! ends, and by the accept loop when it evicts.
 
 use std::collections::BTreeMap;
+use std::io;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -39,6 +51,10 @@ use crate::sync::lock;
 /// make room: a client that just connected gets this long to send its
 /// request (its first bytes are usually in by the time it is accepted).
 pub const EVICT_MIN_IDLE: Duration = Duration::from_millis(250);
+/// Default budget of bytes read by connections between requests (heads
+/// still arriving) over the whole server: a quarter of the 1 GiB a
+/// hostile crowd may cost, and 3,500 heads at their 72 KiB limit.
+pub const DEFAULT_HEAD_BUDGET: u64 = 256 * 1024 * 1024;
 /// How long the accept loop waits for an evicted connection's slot before
 /// it evicts the next (the one it picked may have just got a request).
 pub const EVICT_RETRY: Duration = Duration::from_millis(50);
@@ -50,6 +66,9 @@ pub(crate) struct Slots {
     /// became idle.
     idle: std::sync::Mutex<BTreeMap<u64, (Instant, Arc<Conn>)>>,
     next_key: AtomicU64,
+    /// Bytes read by connections between requests, over all of them.
+    head_bytes: AtomicU64,
+    head_budget: u64,
 }
 
 /// One connection's share of the slots. Shared by its task, its requests
@@ -68,14 +87,18 @@ pub(crate) struct Conn {
     /// The connection's task has ended: a body dropped after that must not
     /// put it back in the idle map (which would keep it alive forever).
     closed: AtomicBool,
+    /// This connection's share of `slots.head_bytes`.
+    head_bytes: AtomicU64,
 }
 
 impl Slots {
-    pub fn new(max_connections: usize) -> Arc<Self> {
+    pub fn new(max_connections: usize, head_budget: u64) -> Arc<Self> {
         Arc::new(Slots {
             permits: Arc::new(Semaphore::new(max_connections.max(1))),
             idle: std::sync::Mutex::new(BTreeMap::new()),
             next_key: AtomicU64::new(1),
+            head_bytes: AtomicU64::new(0),
+            head_budget,
         })
     }
 
@@ -106,6 +129,7 @@ impl Slots {
             key: AtomicU64::new(0),
             evict: Notify::new(),
             closed: AtomicBool::new(false),
+            head_bytes: AtomicU64::new(0),
         });
         conn.idle();
         conn
@@ -113,9 +137,14 @@ impl Slots {
 
     /// Tells the longest-idle connection, if idle long enough, to close.
     pub fn evict_oldest(&self) {
+        self.evict(EVICT_MIN_IDLE);
+    }
+
+    /// Tells the longest-idle connection, if idle at least `min_idle`, to close.
+    fn evict(&self, min_idle: Duration) {
         let mut idle = lock(&self.idle);
         let Some(entry) = idle.first_entry() else { return };
-        if entry.get().0.elapsed() < EVICT_MIN_IDLE {
+        if entry.get().0.elapsed() < min_idle {
             return;
         }
         let (_, conn) = entry.remove();
@@ -126,10 +155,33 @@ impl Slots {
 }
 
 impl Conn {
-    /// A request starts: this connection is no longer idle.
+    /// A request starts: this connection is no longer idle, and its head
+    /// is hyper's to keep no longer.
     pub fn busy(&self) {
         self.busy.store(true, Ordering::Relaxed);
         self.unregister();
+        self.forget_head();
+    }
+
+    /// `n` bytes were read from the socket: between requests they are a
+    /// head arriving, and count against the head budget.
+    fn note_read(&self, n: usize) {
+        // Busy: a body. Closed: an upgraded WebSocket's frames.
+        if n == 0 || self.busy.load(Ordering::Relaxed) || self.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        self.head_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        let total = self.slots.head_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
+        if total > self.slots.head_budget {
+            self.slots.evict(Duration::ZERO);
+        }
+    }
+
+    fn forget_head(&self) {
+        let mine = self.head_bytes.swap(0, Ordering::Relaxed);
+        if mine > 0 {
+            self.slots.head_bytes.fetch_sub(mine, Ordering::Relaxed);
+        }
     }
 
     /// Its response is done: idle until the next request.
@@ -172,6 +224,7 @@ impl Conn {
     pub fn release(&self) {
         self.closed.store(true, Ordering::Relaxed);
         self.unregister();
+        self.forget_head();
         drop(self.take_permit());
     }
 }
@@ -212,6 +265,54 @@ impl<B: hyper::body::Body + Unpin> hyper::body::Body for Tracked<B> {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// The socket of a connection, counting what it reads between requests.
+pub(crate) struct HeadBytes<T> {
+    inner: T,
+    conn: Arc<Conn>,
+}
+
+impl<T> HeadBytes<T> {
+    pub fn new(inner: T, conn: Arc<Conn>) -> Self {
+        HeadBytes { inner, conn }
+    }
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for HeadBytes<T> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+        this.conn.note_read(buf.filled().len() - before);
+        r
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for HeadBytes<T> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
     }
 }
 

@@ -406,3 +406,33 @@ async fn accept_pauses_on_emfile_and_never_spins() {
         .expect("served again");
     r.expect(200);
 }
+
+/// Regression: heads arriving slowly had no bound but the connection cap
+/// (20,000 of them at the 72 KiB head limit is 1.4 GB, for 30 s each).
+/// Past the head budget the longest-idle connection is closed at once.
+#[tokio::test]
+async fn bug_heads_arriving_slowly_had_no_global_bound() {
+    let s = TestServer::start_with(ServerConfig {
+        head_budget: 256 * 1024,
+        ..Default::default()
+    })
+    .await;
+    let pad = "a".repeat(50_000);
+    let mut conns = Vec::new();
+    for _ in 0..10 {
+        let mut c = TcpStream::connect(s.addr).await.expect("connect");
+        let head = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nx-pad: {pad}", s.addr);
+        c.write_all(head.as_bytes()).await.expect("a head, unfinished");
+        conns.push(c);
+    }
+    // 500 KB of heads against 256 KiB: the oldest go.
+    let answer = read_until_closed(&mut conns[0]).await;
+    assert_eq!(answer, "", "closed without an answer");
+    get(s.addr, "/healthz").await.expect(200);
+    let mut buf = [0u8; 1];
+    let newest = conns.last().expect("ten");
+    assert!(
+        matches!(newest.try_read(&mut buf), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the newest head is within the budget and stays"
+    );
+}
