@@ -96,9 +96,22 @@ pub struct ServeArgs {
     /// (repeatable, or comma-separated in the variable; `*`: any host).
     #[arg(long = "allowed-host", env = "PROCHUB_ALLOWED_HOST", value_delimiter = ',')]
     pub allowed_hosts: Vec<String>,
-    /// Most connections served at once; more wait in the accept queue.
-    #[arg(long, env = "PROCHUB_MAX_CONNECTIONS", default_value_t = 20_000)]
-    pub max_connections: usize,
+    /// Most connections (WebSockets included) served at once; more wait in the accept
+    /// queue, and idle ones are closed to make room [default: the descriptor limit,
+    /// raised to its hard limit at start, minus 1024 kept for the store].
+    #[arg(long, env = "PROCHUB_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// Time a request body has to arrive in full (408 past it).
+    #[arg(long, env = "PROCHUB_BODY_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub body_timeout: Duration,
+    /// Bytes of request bodies over 16 KiB read at once over all connections; past it
+    /// new bodies wait up to 5 s, then get 503 `busy` with `Retry-After`.
+    #[arg(long, env = "PROCHUB_BODY_BUDGET", value_parser = parse_size, default_value = "128MiB")]
+    pub body_budget: u64,
+    /// Close a connection whose writes make no progress this long [default: 4
+    /// heartbeats, at least 30s].
+    #[arg(long, env = "PROCHUB_WRITE_STALL", value_parser = parse_duration)]
+    pub write_stall: Option<Duration>,
     /// Log lines on stderr: `text` for people, `json` (one object per line) for log shippers.
     #[arg(long, env = "PROCHUB_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

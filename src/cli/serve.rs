@@ -25,6 +25,8 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
     if args.token.as_deref().is_some_and(|t| t.trim().is_empty()) {
         anyhow::bail!("--token (PROCHUB_TOKEN) is empty: give a real token, or leave it unset to run without one");
     }
+    // First, before the store opens files: the descriptor limit.
+    let max_connections = connection_cap(args.max_connections);
     // `--data`, else the one default the client looks in too.
     let dir = args
         .data
@@ -65,14 +67,43 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<u8> {
         heartbeat: args.heartbeat,
         allow_exec: args.allow_exec,
         cors_origin: args.cors_origin.clone(),
-        max_connections: args.max_connections,
+        max_connections,
         runner: None,
         allowed_hosts: args.allowed_hosts.clone(),
+        body_timeout: args.body_timeout,
+        body_budget: args.body_budget,
+        write_stall: args.write_stall,
+        head_budget: crate::server::DEFAULT_HEAD_BUDGET,
     };
     let result = run(listener, config, store, shutdown).await;
     remove_server_json(&dir).await;
     result.context("server failed")?;
     Ok(0)
+}
+
+/// Raises the descriptor limit and picks the connection cap: `--max-connections`
+/// as given (with a warning when it eats into the store's reserve), else
+/// the limit minus the reserve. Logs the figures.
+fn connection_cap(asked: Option<usize>) -> usize {
+    use crate::server::fds;
+    let limit = fds::raise_nofile_limit();
+    let allowed = fds::max_connections_for(limit);
+    let cap = asked.unwrap_or(allowed);
+    tracing::info!(
+        nofile = limit,
+        reserve = fds::reserve_for(limit),
+        max_connections = cap,
+        "descriptor limit and connection cap"
+    );
+    if cap > allowed {
+        tracing::warn!(
+            max_connections = cap,
+            nofile = limit,
+            "--max-connections leaves fewer than the reserve of descriptors for the store; \
+             at the cap, writes may fail with too many open files"
+        );
+    }
+    cap
 }
 
 /// The first stdout line, flushed at once: scripts and tests wait for it.

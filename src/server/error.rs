@@ -54,6 +54,12 @@ pub enum ApiError {
     /// A `Host` this server does not answer for (DNS rebinding).
     #[error("this server does not answer for host {host:?} (see --allowed-host)")]
     MisdirectedHost { host: String },
+    /// The body did not arrive in full within the body timeout.
+    #[error("the request body did not arrive within {limit:?}")]
+    BodyTimeout { limit: std::time::Duration },
+    /// No room in the budget of body bytes read at once (`server::body`).
+    #[error("the server is reading too many request bodies at once; retry in {retry_after} s")]
+    Busy { retry_after: u64 },
 }
 
 impl ApiError {
@@ -82,6 +88,8 @@ impl ApiError {
             ApiError::HeadersTooLarge { .. } => (S::REQUEST_HEADER_FIELDS_TOO_LARGE, "headers_too_large"),
             ApiError::ForbiddenOrigin { .. } => (S::FORBIDDEN, "forbidden_origin"),
             ApiError::MisdirectedHost { .. } => (S::MISDIRECTED_REQUEST, "misdirected_host"),
+            ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "request_timeout"),
+            ApiError::Busy { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 
@@ -98,7 +106,8 @@ impl ApiError {
                 tracing::error!(error = %self, "request failed");
                 fault_message(fault, path, &self)
             }
-            None if status.is_server_error() => {
+            // A 503 `busy` is load, not a fault: its message is for the client.
+            None if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) => {
                 tracing::error!(error = %self, "request failed");
                 "internal server error".to_owned()
             }
@@ -124,6 +133,10 @@ impl ApiError {
             ApiError::Unauthorized => {
                 resp.headers_mut()
                     .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            ApiError::Busy { retry_after } => {
+                resp.headers_mut()
+                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
             }
             _ => {}
         }

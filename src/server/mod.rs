@@ -26,6 +26,16 @@
 //! * `scrape`, `openapi`, `access_log`, `limits`, `malformed`: operations
 //!   (SPEC section 12): `/metrics`, the OpenAPI document, request metrics
 //!   and access log, head limits, JSON for what hyper rejects itself.
+//! * `slots`, `stall`, `fds`: hostile and careless clients (issue 8): the
+//!   connection cap (WebSockets count; idle connections make room), peers
+//!   that stop reading, the descriptor limit and its reserve.
+//!
+//! # What a connection may cost
+//! hyper's buffers are capped at [`READ_BUF_MAX`] (the head limits' need,
+//! not hyper's ~400 KiB default), a body must arrive within the body
+//! timeout and shares one budget with every body being read (`body`), a
+//! stalled write ends the connection (`stall`), and a head must arrive
+//! within [`HEADER_READ_TIMEOUT`].
 
 mod access_log;
 mod auth;
@@ -33,6 +43,7 @@ mod body;
 mod cors;
 mod error;
 mod events;
+pub mod fds;
 mod handlers;
 mod limits;
 mod malformed;
@@ -41,7 +52,9 @@ mod origin;
 mod response;
 mod router;
 mod scrape;
+mod slots;
 mod sse;
+mod stall;
 mod url;
 mod ws;
 
@@ -55,7 +68,6 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
@@ -79,6 +91,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// connections would otherwise hold a connection slot forever).
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The most hyper buffers per connection, reading or writing: a head at
+/// its limits ([`limits::MAX_HEAD`], 72 KiB) and no more. hyper's default
+/// (~400 KiB) let each connection sending a head slowly, or a body, hold
+/// several times that; SSE output queued in hyper is bounded by it too.
+pub const READ_BUF_MAX: usize = limits::MAX_HEAD;
+
+pub use body::{BUDGET_WAIT, DEFAULT_BODY_BUDGET, DEFAULT_BODY_TIMEOUT};
+pub use slots::{DEFAULT_HEAD_BUDGET, EVICT_MIN_IDLE};
+pub use stall::{STALL_FLOOR, STALL_HEARTBEATS};
+
 /// What the server needs to know besides its listener and store.
 #[derive(Clone)]
 pub struct ServerConfig {
@@ -99,6 +121,24 @@ pub struct ServerConfig {
     /// `Host` names answered besides the bound address and `localhost`
     /// (`--allowed-host`; `*`: any). See `server::origin`.
     pub allowed_hosts: Vec<String>,
+    /// Time a request body has to arrive in full (408 past it).
+    pub body_timeout: Duration,
+    /// Bytes of request bodies buffered at once over all connections;
+    /// past it new bodies wait a little, then get 503 `busy`.
+    pub body_budget: u64,
+    /// A connection whose writes make no progress this long is closed;
+    /// None: [`STALL_HEARTBEATS`] heartbeats, at least [`STALL_FLOOR`].
+    pub write_stall: Option<Duration>,
+    /// Bytes of request heads still arriving, over all connections; past
+    /// it the longest-idle connection is closed ([`DEFAULT_HEAD_BUDGET`]).
+    pub head_budget: u64,
+}
+
+impl ServerConfig {
+    /// The write-stall limit in force.
+    pub fn write_stall_limit(&self) -> Duration {
+        self.write_stall.unwrap_or_else(|| stall::limit_for(self.heartbeat))
+    }
 }
 
 impl Default for ServerConfig {
@@ -112,6 +152,10 @@ impl Default for ServerConfig {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             runner: None,
             allowed_hosts: Vec::new(),
+            body_timeout: DEFAULT_BODY_TIMEOUT,
+            body_budget: DEFAULT_BODY_BUDGET,
+            write_stall: None,
+            head_budget: DEFAULT_HEAD_BUDGET,
         }
     }
 }
@@ -126,6 +170,10 @@ impl std::fmt::Debug for ServerConfig {
             .field("cors_origin", &self.cors_origin)
             .field("max_connections", &self.max_connections)
             .field("allowed_hosts", &self.allowed_hosts)
+            .field("body_timeout", &self.body_timeout)
+            .field("body_budget", &self.body_budget)
+            .field("write_stall", &self.write_stall)
+            .field("head_budget", &self.head_budget)
             .finish_non_exhaustive()
     }
 }
@@ -144,6 +192,10 @@ pub(crate) struct App {
     pub started: Instant,
     /// The `Host` values this server answers (bound address + config).
     pub hosts: origin::Hosts,
+    /// Connection slots: the cap, and the idle connections closed first.
+    slots: Arc<slots::Slots>,
+    /// Body timeout and budget, shared by every request (`body`).
+    bodies: Arc<body::Limits>,
 }
 
 /// Serves `store` on `listener` until `shutdown` fires, then drains:
@@ -170,6 +222,11 @@ pub async fn run(
         .expect("a bound listener knows its address (getsockname on a valid socket)");
     let app = Arc::new(App {
         hosts: origin::Hosts::new(bound, &config.allowed_hosts),
+        slots: slots::Slots::new(config.max_connections, config.head_budget),
+        bodies: Arc::new(body::Limits {
+            budget: body::Budget::new(config.body_budget, config.max_body),
+            timeout: config.body_timeout,
+        }),
         config,
         store: store.clone(),
         runner: runner.clone(),
@@ -190,36 +247,87 @@ pub async fn run(
     Ok(())
 }
 
-/// Accepts connections until shutdown. A permit of the connection
-/// semaphore is taken before each accept, so past the cap new connections
-/// wait in the kernel's accept queue instead of being refused.
+/// Accepts connections until shutdown. Each takes a slot before it is
+/// served: at the cap the loop closes the longest-idle connection (see
+/// `slots`) or waits, and the connections behind wait in the kernel's
+/// accept queue instead of being refused.
 async fn accept_loop(listener: &TcpListener, app: &Arc<App>) {
-    let permits = Arc::new(Semaphore::new(app.config.max_connections.max(1)));
+    let mut backoff = AcceptBackoff::default();
     loop {
-        let permit = tokio::select! {
-            _ = app.shutdown.cancelled() => return,
-            p = permits.clone().acquire_owned() => p.expect("the semaphore is never closed"),
-        };
         let (stream, peer) = tokio::select! {
             _ = app.shutdown.cancelled() => return,
             accepted = listener.accept() => match accepted {
-                Ok(a) => a,
+                Ok(a) => {
+                    backoff.reset();
+                    a
+                }
                 Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
+                    // Out of descriptors: an idle connection's is the one
+                    // to give back, as at the cap.
+                    if matches!(e.raw_os_error(), Some(libc_errno::EMFILE | libc_errno::ENFILE)) {
+                        app.slots.evict_oldest();
+                    }
+                    tokio::select! {
+                        _ = app.shutdown.cancelled() => return,
+                        _ = backoff.pause(&e) => continue,
+                    }
                 }
             },
         };
-        let conn = serve_connection(stream, peer, app.clone());
-        app.tracker.spawn(
-            async move {
-                conn.await;
-                drop(permit);
-            }
-            .instrument(tracing::info_span!("conn", %peer)),
-        );
+        let Some(slot) = app.slots.admit(&app.shutdown).await else {
+            return;
+        };
+        let conn = serve_connection(stream, peer, app.clone(), slot);
+        app.tracker.spawn(conn.instrument(tracing::info_span!("conn", %peer)));
+    }
+}
+
+/// The errno values of "too many open files" (per process, system-wide).
+mod libc_errno {
+    pub const EMFILE: i32 = nix::errno::Errno::EMFILE as i32;
+    pub const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
+}
+
+/// First pause after a failed accept.
+pub const ACCEPT_PAUSE_MIN: Duration = Duration::from_millis(10);
+/// Longest pause after failed accepts in a row (doubling from the first).
+pub const ACCEPT_PAUSE_MAX: Duration = Duration::from_secs(1);
+
+/// Pauses after failed accepts. Out of descriptors (EMFILE, ENFILE) or
+/// memory the next accept fails the same way at once: retrying in a loop
+/// would spin a core, so each failure in a row doubles the pause up to
+/// [`ACCEPT_PAUSE_MAX`] (nginx stops accepting for 500 ms). A warning is
+/// written at most every [`ACCEPT_WARN_EVERY`], with the count since.
+#[derive(Default)]
+struct AcceptBackoff {
+    /// The next pause; zero when the last accept succeeded.
+    next: Duration,
+    /// Failures since the last warning, and when that was.
+    unreported: u64,
+    warned: Option<Instant>,
+}
+
+/// Least time between two "accept failed" warnings.
+pub const ACCEPT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+impl AcceptBackoff {
+    async fn pause(&mut self, e: &std::io::Error) {
+        // A peer that reset before we accepted it is its own problem.
+        if e.kind() == std::io::ErrorKind::ConnectionAborted {
+            return;
+        }
+        self.unreported += 1;
+        if self.warned.is_none_or(|t| t.elapsed() >= ACCEPT_WARN_EVERY) {
+            tracing::warn!(%e, failures = self.unreported, "accept failed; pausing accepts (up to 1 s each) while it fails");
+            self.warned = Some(Instant::now());
+            self.unreported = 0;
+        }
+        self.next = (self.next * 2).clamp(ACCEPT_PAUSE_MIN, ACCEPT_PAUSE_MAX);
+        tokio::time::sleep(self.next).await;
+    }
+
+    fn reset(&mut self) {
+        self.next = Duration::ZERO;
     }
 }
 
@@ -234,45 +342,72 @@ pub(crate) struct ConnShutdown(pub CancellationToken);
 /// future (every handler inlined) is several KiB. Boxed, the slot is a
 /// pointer and the handler's memory is freed as soon as it has answered,
 /// which is what an idle follower's connection costs.
-type RequestFuture = Pin<Box<dyn Future<Output = Result<response::Resp, Infallible>> + Send>>;
+type RequestFuture =
+    Pin<Box<dyn Future<Output = Result<http::Response<slots::Tracked<response::Body>>, Infallible>> + Send>>;
 
 /// One HTTP/1.1 connection (with upgrades for `/ws`). On shutdown it is
 /// told to finish gracefully: the response in flight completes (SSE bodies
-/// end on the same token), keep-alive stops, the connection closes.
+/// end on the same token), keep-alive stops, the connection closes. When
+/// the accept loop needs its slot while it is idle, it just closes.
 ///
 /// Returned boxed so the task holds the (large) connection state once.
-fn serve_connection(stream: TcpStream, peer: SocketAddr, app: Arc<App>) -> Pin<Box<dyn Future<Output = ()> + Send>> {
+fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    app: Arc<App>,
+    slot: Arc<slots::Conn>,
+) -> Pin<Box<dyn Future<Output = ()> + Send>> {
     let _ = stream.set_nodelay(true);
     // A child token: the connection polls it at every wake-up, and polling
     // the server's one token from every connection contends on its lock.
     let shutdown = app.shutdown.child_token();
     let conn_token = shutdown.clone();
+    let stall = app.config.write_stall_limit();
+    let service_slot = slot.clone();
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| -> RequestFuture {
+        service_slot.busy();
         req.extensions_mut().insert(ConnShutdown(conn_token.clone()));
+        req.extensions_mut().insert(slots::ConnSlot(service_slot.clone()));
         let app = app.clone();
-        Box::pin(async move { Ok(router::handle(app, req).await) })
+        let slot = service_slot.clone();
+        Box::pin(async move {
+            let limits = app.bodies.clone();
+            let resp = body::LIMITS.scope(limits, router::handle(app, req)).await;
+            Ok(resp.map(|b| slots::Tracked::new(b, slot)))
+        })
     });
+    let socket = slots::HeadBytes::new(stream, slot.clone());
+    let io = malformed::JsonErrors::new(stall::WriteStall::new(socket, stall));
     let mut conn = Box::pin(
         http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(HEADER_READ_TIMEOUT)
             .max_header_size(limits::MAX_HEAD)
-            .serve_connection(TokioIo::new(malformed::JsonErrors::new(stream)), service)
+            .max_buf_size(READ_BUF_MAX)
+            .serve_connection(TokioIo::new(io), service)
             .with_upgrades(),
     );
     Box::pin(async move {
         let _open = crate::metrics::get().open(crate::metrics::ConnKind::Http);
         tracing::debug!("connection opened");
         let result = tokio::select! {
-            r = conn.as_mut() => r,
+            r = conn.as_mut() => Some(r),
             _ = shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
-                conn.await
+                Some(conn.as_mut().await)
+            }
+            _ = slot.evicted() => {
+                tracing::debug!("idle connection closed to make room for a new one");
+                None
             }
         };
-        if let Err(e) = result {
+        if let Some(Err(e)) = result {
             tracing::debug!(%peer, error = %e, "connection ended with an error");
         }
+        // The connection (and any response body in it) goes first, so
+        // nothing puts it back in the idle map after it gave its slot back.
+        drop(conn);
+        slot.release();
         tracing::debug!("connection closed");
     })
 }

@@ -110,6 +110,27 @@ fn common(responses: &mut Map<String, Value>, protected: bool) {
     );
 }
 
+/// Responses of every operation that reads a body (issue 8): it must
+/// arrive within `--body-timeout`, and fit `--body-budget` with the
+/// bodies being read at the same time.
+fn body_limits(responses: &mut Map<String, Value>) {
+    responses.insert(
+        "408".into(),
+        error(
+            "The body did not arrive in full within `--body-timeout` (default 30 s)",
+            &["request_timeout"],
+        ),
+    );
+    responses.insert(
+        "503".into(),
+        json!({
+            "description": "Too many bodies being read at once (`--body-budget`); retry after `Retry-After` seconds (code `busy`)",
+            "headers": { "Retry-After": { "schema": { "type": "integer", "minimum": 0 } } },
+            "content": { "application/json": { "schema": schema("Error") } },
+        }),
+    );
+}
+
 fn path_id(what: &str) -> Value {
     json!({
         "name": "id", "in": "path", "required": true,
@@ -140,6 +161,9 @@ fn op(id: &str, summary: &str, tag: &str, params: Vec<Value>, body: Option<Value
         _ => unreachable!("responses are an object"),
     };
     common(&mut responses, protected);
+    if body.is_some() {
+        body_limits(&mut responses);
+    }
     let mut o = json!({
         "operationId": id,
         "summary": summary,

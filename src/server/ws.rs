@@ -96,8 +96,11 @@ pub fn upgrade(app: &Arc<App>, req: Request<Incoming>, q: &Query) -> Result<Resp
     let rx = app.store.events().subscribe();
     let task_app = app.clone();
     let span = tracing::debug_span!("ws");
+    // The socket keeps its connection's slot until it closes (issue 8).
+    let permit = super::slots::take_permit(&req);
     app.tracker.spawn(
         async move {
+            let _permit = permit;
             match hyper::upgrade::on(req).await {
                 Ok(upgraded) => serve(task_app, upgraded, rx, filter).await,
                 Err(e) => tracing::debug!(%e, "WebSocket upgrade failed"),

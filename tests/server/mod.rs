@@ -8,6 +8,7 @@ mod errors;
 mod events;
 mod faults;
 mod follow;
+mod hostile;
 mod ops;
 mod process;
 mod rest;

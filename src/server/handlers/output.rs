@@ -31,7 +31,7 @@ pub async fn append(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<R
     let (parts, incoming) = req.into_parts();
     let kind = body::content_kind(&parts.headers);
     let Some(kind) = kind else {
-        body::discard(incoming).await;
+        body::refuse(&parts.headers, incoming).await;
         return Err(body::unsupported(&parts.headers, "application/json or text/plain"));
     };
     let bytes = body::read(&parts.headers, incoming, app.config.max_body).await?;
