@@ -151,6 +151,10 @@ impl Slots {
         drop(idle);
         conn.key.store(0, Ordering::Relaxed);
         conn.evict.notify_one();
+        // Its head no longer counts: it is closing. Left counted until the
+        // task ends, every read past the budget meanwhile evicted one more
+        // connection (regression: under load the newest head went too).
+        conn.forget_head();
     }
 }
 
