@@ -10,7 +10,7 @@ use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 
 use super::server::WAIT;
 
@@ -79,10 +79,22 @@ pub fn build(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Request<Full<Bytes>> {
-    let mut b = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("host", addr.to_string());
+    build_as(method, Some(&addr.to_string()), path, headers, body)
+}
+
+/// A request with exactly this `Host` (None: none at all), as a browser on
+/// another name, or an HTTP/1.0 tool, sends it.
+pub fn build_as(
+    method: Method,
+    host: Option<&str>,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(path);
+    if let Some(h) = host {
+        b = b.header("host", h);
+    }
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -97,7 +109,23 @@ pub async fn call(
     headers: &[(&str, &str)],
     body: impl Into<Bytes>,
 ) -> Reply {
-    let resp = send(addr, build(method, addr, path, headers, body)).await;
+    whole(send(addr, build(method, addr, path, headers, body)).await).await
+}
+
+/// One request with exactly this `Host` (see [`build_as`]), whole response.
+pub async fn call_as(
+    addr: SocketAddr,
+    method: Method,
+    path: &str,
+    host: Option<&str>,
+    headers: &[(&str, &str)],
+    body: impl Into<Bytes>,
+) -> Reply {
+    whole(send(addr, build_as(method, host, path, headers, body)).await).await
+}
+
+/// Reads a response's body to its end (bounded).
+pub async fn whole(resp: Response<Incoming>) -> Reply {
     let (parts, body) = resp.into_parts();
     let body = tokio::time::timeout(WAIT, body.collect())
         .await
@@ -181,4 +209,36 @@ pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
         .expect("server answers and closes within the bound")
         .expect("read");
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// A client that reads nothing: a connection with a small receive buffer
+/// (4 KiB) that sends `request` and stops. The server's writes to it stop
+/// once the socket buffers are full.
+pub async fn unread(addr: SocketAddr, request: &[u8]) -> TcpStream {
+    let sock = TcpSocket::new_v4().expect("socket");
+    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
+    let mut s = tokio::time::timeout(WAIT, sock.connect(addr))
+        .await
+        .expect("connect within the bound")
+        .expect("connect");
+    s.write_all(request).await.expect("send request");
+    s
+}
+
+/// An [`unread`] client that first reads up to the end of the response
+/// head, and nothing more. Returns the socket and what was read (the head,
+/// maybe some body).
+pub async fn stalled(addr: SocketAddr, request: &str) -> (TcpStream, Vec<u8>) {
+    let mut s = unread(addr, request.as_bytes()).await;
+    let mut got = Vec::new();
+    let mut buf = [0u8; 512];
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
+            .await
+            .expect("response head within the bound")
+            .expect("read head");
+        assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&got));
+        got.extend_from_slice(&buf[..n]);
+    }
+    (s, got)
 }

@@ -94,32 +94,22 @@ impl BinServer {
     /// Starts `prochub serve --addr 127.0.0.1:0 --data DATA EXTRA…` and reads
     /// the address from its first stdout line.
     pub async fn start(data: &Path, extra: &[&str]) -> Self {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_prochub"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--data"])
+        Self::builder(data).args(extra).start().await
+    }
+
+    /// The same command, to change before it starts: more flags, variables,
+    /// where stderr goes, a descriptor limit.
+    pub fn builder(data: &Path) -> BinServerBuilder {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_prochub"));
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--data"])
             .arg(data)
-            .args(extra)
             .env("PROCHUB_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn prochub");
-        let stdout = child.stdout.take().expect("piped stdout");
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(WAIT, lines.next_line())
-            .await
-            .expect("first line within the bound")
-            .expect("read stdout")
-            .expect("a first line");
-        let url = line
-            .strip_prefix("prochub listening on http://")
-            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-        let addr: SocketAddr = url.parse().expect("an address");
-        BinServer {
-            child,
-            addr,
-            base: format!("http://{addr}"),
+            .kill_on_drop(true);
+        BinServerBuilder {
+            cmd,
             data: data.to_owned(),
         }
     }
@@ -142,6 +132,12 @@ impl BinServer {
             .expect("wait for server")
     }
 
+    /// SIGTERM, and asserts a clean exit (every acknowledged write on disk).
+    pub async fn stop(mut self) {
+        self.signal(libc::SIGTERM);
+        assert!(self.wait().await.success(), "graceful exit");
+    }
+
     /// Resident set size of the server, in bytes.
     pub fn rss(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("read status");
@@ -158,5 +154,74 @@ impl BinServer {
         std::fs::read_dir(format!("/proc/{}/fd", self.pid()))
             .expect("read fd dir")
             .count()
+    }
+}
+
+/// `prochub serve` before it starts; [`BinServer::builder`] makes one, and
+/// [`BinServerBuilder::start`] is the one place that spawns the binary as a
+/// server and reads its address.
+pub struct BinServerBuilder {
+    cmd: Command,
+    data: PathBuf,
+}
+
+impl BinServerBuilder {
+    /// More flags, after `--data DATA`.
+    pub fn args(mut self, extra: &[&str]) -> Self {
+        self.cmd.args(extra);
+        self
+    }
+
+    /// A variable for the server (`PROCHUB_LOG` replaces the default `warn`).
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.cmd.env(key, value);
+        self
+    }
+
+    /// Where the server's stderr goes (inherited by default).
+    pub fn stderr(mut self, to: impl Into<Stdio>) -> Self {
+        self.cmd.stderr(to);
+        self
+    }
+
+    /// Starts the server under a descriptor limit of `soft`/`hard`
+    /// (`RLIMIT_NOFILE`, set between fork and exec, as `prlimit` would).
+    pub fn nofile(mut self, soft: u64, hard: u64) -> Self {
+        // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs between fork and exec.
+        unsafe {
+            self.cmd.pre_exec(move || {
+                let lim = libc::rlimit {
+                    rlim_cur: soft,
+                    rlim_max: hard,
+                };
+                if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        self
+    }
+
+    /// Spawns the server and reads the address from its first stdout line.
+    pub async fn start(mut self) -> BinServer {
+        let mut child = self.cmd.spawn().expect("spawn prochub");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("first line within the bound")
+            .expect("read stdout")
+            .expect("a first line: the server started");
+        let url = line
+            .strip_prefix("prochub listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
+        let addr: SocketAddr = url.parse().expect("an address");
+        BinServer {
+            child,
+            addr,
+            base: format!("http://{addr}"),
+            data: self.data,
+        }
     }
 }

@@ -2,49 +2,24 @@
 //! log, lists in frames) and lifecycle events are delivered from the
 //! bytes-capped ring, so a client that stops reading costs the server its
 //! socket buffers and one frame. The memory tests run the real binary and
-//! read its VmRSS; a stalled client is a raw socket with a small receive
-//! buffer that reads the response head and nothing more.
+//! read its VmRSS; a stalled client (`http::stalled`) is a raw socket with
+//! a small receive buffer that reads the response head and nothing more.
 
 use std::net::SocketAddr;
 
 use futures_util::StreamExt;
 use prochub::model::{EventKind, ProcessPatch};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::io::AsyncReadExt;
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 
-use crate::helper::http::{self, create, get};
+use crate::helper::http::{self, create, get, stalled};
 use crate::helper::server::{BinServer, TestServer, WAIT};
 use crate::helper::sse::{SseReader, ws_connect};
 
 const MIB: u64 = 1024 * 1024;
-
-/// Opens a connection with a small receive buffer, sends `request` and
-/// reads until the end of the response head: from then on the client reads
-/// nothing, and the server's writes to it stop once the socket buffers are
-/// full. Returns the socket and what was read (head, maybe some body).
-async fn stalled(addr: SocketAddr, request: &str) -> (TcpStream, Vec<u8>) {
-    let sock = TcpSocket::new_v4().expect("socket");
-    sock.set_recv_buffer_size(4096).expect("SO_RCVBUF");
-    let mut s = tokio::time::timeout(WAIT, sock.connect(addr))
-        .await
-        .expect("connect within the bound")
-        .expect("connect");
-    s.write_all(request.as_bytes()).await.expect("send request");
-    let mut got = Vec::new();
-    let mut buf = [0u8; 512];
-    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tokio::time::timeout(WAIT, s.read(&mut buf))
-            .await
-            .expect("response head within the bound")
-            .expect("read head");
-        assert!(n > 0, "closed before the head: {:?}", String::from_utf8_lossy(&got));
-        got.extend_from_slice(&buf[..n]);
-    }
-    (s, got)
-}
 
 /// A GET that asks the server to close after the response, so a client
 /// that reads it to the end sees the end.
@@ -52,16 +27,21 @@ fn get_request(addr: SocketAddr, path: &str) -> String {
     format!("GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n")
 }
 
+/// Asserts the response head read so far starts with `status_line`.
+fn assert_head(head: &[u8], status_line: &str) {
+    assert!(
+        head.starts_with(status_line.as_bytes()),
+        "{:?}",
+        String::from_utf8_lossy(head)
+    );
+}
+
 /// `n` stalled GETs of `path`, each checked to be a 200.
 async fn stall_many(addr: SocketAddr, path: &str, n: usize) -> Vec<TcpStream> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
         let (s, head) = stalled(addr, &get_request(addr, path)).await;
-        assert!(
-            head.starts_with(b"HTTP/1.1 200"),
-            "{:?}",
-            String::from_utf8_lossy(&head)
-        );
+        assert_head(&head, "HTTP/1.1 200");
         out.push(s);
     }
     out
@@ -72,34 +52,20 @@ async fn stall_many(addr: SocketAddr, path: &str, n: usize) -> Vec<TcpStream> {
 /// then stay resident in the heap, so VmRSS would measure the allocator's
 /// retention instead of what the server holds.
 async fn start_measured(data: &std::path::Path, extra: &[&str]) -> BinServer {
-    use tokio::io::AsyncBufReadExt;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-        .arg(data)
+    BinServer::builder(data)
         .args(extra)
-        .env("PROCHUB_LOG", "warn")
         .env("MALLOC_MMAP_THRESHOLD_", "131072")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn prochub");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let line = tokio::time::timeout(WAIT, tokio::io::BufReader::new(stdout).lines().next_line())
+        .start()
         .await
-        .expect("first line within the bound")
-        .expect("read stdout")
-        .expect("a first line");
-    let addr: SocketAddr = line
-        .strip_prefix("prochub listening on http://")
-        .and_then(|a| a.parse().ok())
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"));
-    BinServer {
-        child,
-        addr,
-        base: format!("http://{addr}"),
-        data: data.to_owned(),
-    }
+}
+
+/// A measured server taking bodies of 3 MiB results, and the path of a
+/// record to update with them.
+async fn measured_with_a_record(data: &std::path::Path) -> (BinServer, String) {
+    let server = start_measured(data, &["--max-body", "4MiB"]).await;
+    let p = create(server.addr, json!({"name": "busy"})).await;
+    let path = format!("/api/processes/{}", p["id"].as_str().expect("id"));
+    (server, path)
 }
 
 fn mib(bytes: u64) -> f64 {
@@ -155,15 +121,7 @@ async fn bug_a_page_of_big_records_was_held_in_memory_per_client_that_did_not_re
     // A reader gets the whole page, as valid JSON, newest first.
     let page = get(server.addr, "/api/processes").await;
     page.expect(200);
-    let items = page.json();
-    let names: Vec<&str> = items
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name"))
-        .collect();
-    let expected: Vec<String> = (0..RECORDS).rev().map(|i| format!("p{i}")).collect();
-    assert_eq!(names, expected);
+    assert_names_newest_first(&page.json(), 0..RECORDS);
     let before = server.rss();
     let clients = stall_many(server.addr, "/api/processes", CLIENTS as usize).await;
     let grown = server.rss().saturating_sub(before);
@@ -205,15 +163,9 @@ async fn bug_a_stalled_lifecycle_subscriber_pinned_the_live_channel() {
     const UPDATES: usize = 24;
     const RESULT: usize = 3 * 1024 * 1024;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_measured(dir.path(), &["--max-body", "4MiB"]).await;
-    let p = create(server.addr, json!({"name": "busy"})).await;
-    let path = format!("/api/processes/{}", p["id"].as_str().expect("id"));
+    let (server, path) = measured_with_a_record(dir.path()).await;
     let (ws, head) = stalled(server.addr, &ws_request(server.addr)).await;
-    assert!(
-        head.starts_with(b"HTTP/1.1 101"),
-        "{:?}",
-        String::from_utf8_lossy(&head)
-    );
+    assert_head(&head, "HTTP/1.1 101");
     let (sse, _) = stalled(server.addr, &get_request(server.addr, "/api/events")).await;
     assert_eq!(open_ws(server.addr).await, 1);
     let before = server.rss();
@@ -246,9 +198,7 @@ async fn bug_a_stalled_lifecycle_subscriber_pinned_the_live_channel() {
 async fn bug_a_reconnect_copied_its_whole_replay_into_one_frame() {
     const CLIENTS: u64 = 10;
     let dir = tempfile::tempdir().expect("temp dir");
-    let server = start_measured(dir.path(), &["--max-body", "4MiB"]).await;
-    let p = create(server.addr, json!({"name": "busy"})).await;
-    let path = format!("/api/processes/{}", p["id"].as_str().expect("id"));
+    let (server, path) = measured_with_a_record(dir.path()).await;
     let mut reader = SseReader::open(server.addr, "/api/events", &[]).await;
     let big = "u".repeat(3 * 1024 * 1024);
     for i in 0..8 {
@@ -288,6 +238,17 @@ fn publish_big(s: &TestServer, p: &prochub::model::Process, n: usize) {
     }
 }
 
+/// An in-process server with one record whose events [`publish_big`] sends.
+async fn with_a_record() -> (TestServer, prochub::model::Process) {
+    let s = TestServer::start().await;
+    let p = s
+        .store
+        .create_process(crate::helper::new_proc("p"))
+        .await
+        .expect("create");
+    (s, p)
+}
+
 /// Events past the ring's byte cap: more than a subscriber can be behind.
 fn past_the_ring() -> usize {
     prochub::store::EVENT_RING_BYTES / (512 * 1024) + 16
@@ -297,12 +258,7 @@ fn past_the_ring() -> usize {
 /// `event: reset` (re-list), then goes on with live events.
 #[tokio::test]
 async fn an_sse_subscriber_that_falls_behind_the_ring_gets_reset_then_live_events() {
-    let s = TestServer::start().await;
-    let p = s
-        .store
-        .create_process(crate::helper::new_proc("p"))
-        .await
-        .expect("create");
+    let (s, p) = with_a_record().await;
     let mut r = SseReader::open(s.addr, "/api/events", &[]).await;
     assert!(
         r.next()
@@ -341,12 +297,7 @@ async fn an_sse_subscriber_that_falls_behind_the_ring_gets_reset_then_live_event
 /// above, whose stalled socket the server drops).
 #[tokio::test]
 async fn a_websocket_that_falls_behind_the_ring_is_closed_with_1013() {
-    let s = TestServer::start().await;
-    let p = s
-        .store
-        .create_process(crate::helper::new_proc("p"))
-        .await
-        .expect("create");
+    let (s, p) = with_a_record().await;
     let mut ws = ws_connect(s.addr, "/ws").await;
     publish_big(&s, &p, past_the_ring());
     let mut texts = 0;
@@ -391,19 +342,13 @@ async fn output_streams_the_range_stored_when_the_request_arrived() {
         http::append(s.addr, id, &piece).await;
     }
     let expected = format!("héllo{}", piece.repeat(8));
-    let (mut stalled, head) = stalled(s.addr, &get_request(s.addr, &path)).await;
+    let (stalled, head) = stalled(s.addr, &get_request(s.addr, &path)).await;
     let head_text = String::from_utf8_lossy(&head).to_lowercase();
     assert!(head_text.contains("transfer-encoding: chunked"), "{head_text}");
     assert!(!head_text.contains("content-length"), "{head_text}");
     // Appended after the request: not part of its body.
     http::append(s.addr, id, "later").await;
-    let mut rest = head;
-    tokio::time::timeout(WAIT, stalled.read_to_end(&mut rest))
-        .await
-        .expect("the body within the bound")
-        .expect("read body");
-    let raw = String::from_utf8(rest).expect("UTF-8 response");
-    let body = dechunk(raw.split_once("\r\n\r\n").expect("head").1);
+    let body = read_chunked_body(stalled, head).await;
     assert_eq!(body.len(), expected.len());
     assert!(body == expected, "the body is the output stored at the request");
     // `?offset` inside a character starts at the next one, across blocks
@@ -413,6 +358,18 @@ async fn output_streams_the_range_stored_when_the_request_arrived() {
         r.text() == format!("{}later", &expected[8..]),
         "offset inside a character"
     );
+}
+
+/// Reads a stalled response to its end (`head`: what [`stalled`] read);
+/// returns the payload of its chunked body.
+async fn read_chunked_body(mut stalled: TcpStream, head: Vec<u8>) -> String {
+    let mut rest = head;
+    tokio::time::timeout(WAIT, stalled.read_to_end(&mut rest))
+        .await
+        .expect("the body within the bound")
+        .expect("read body");
+    let raw = String::from_utf8(rest).expect("UTF-8 response");
+    dechunk(raw.split_once("\r\n\r\n").expect("head").1)
 }
 
 /// The payload of a chunked HTTP/1.1 body (ends at the last chunk).
@@ -429,6 +386,19 @@ fn dechunk(mut s: &str) -> String {
     }
 }
 
+/// Asserts a page of records named `p{i}` holds exactly `numbers`, newest
+/// (highest) first.
+fn assert_names_newest_first(page: &Value, numbers: std::ops::Range<usize>) {
+    let names: Vec<&str> = page
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|p| p["name"].as_str().expect("name"))
+        .collect();
+    let expected: Vec<String> = numbers.rev().map(|i| format!("p{i}")).collect();
+    assert_eq!(names, expected);
+}
+
 /// **Choice** pinned: a record deleted after its page was chosen but before
 /// it was serialized is left out, and the array stays valid JSON.
 #[tokio::test]
@@ -441,27 +411,14 @@ async fn a_record_deleted_while_its_page_is_written_is_left_out() {
         new.result = Some(Value::String("d".repeat(1_000_000)));
         ids.push(s.store.create_process(new).await.expect("create").id);
     }
-    let (mut stalled, head) = stalled(s.addr, &get_request(s.addr, "/api/processes")).await;
-    assert!(head.starts_with(b"HTTP/1.1 200"));
+    let (stalled, head) = stalled(s.addr, &get_request(s.addr, "/api/processes")).await;
+    assert_head(&head, "HTTP/1.1 200");
     // The oldest record comes last in the page: not serialized yet (the
     // socket buffers hold a few MB of the 24 MB page at most).
     http::delete(s.addr, &format!("/api/processes/{}", ids[0]))
         .await
         .expect(204);
-    let mut rest = head;
-    tokio::time::timeout(WAIT, stalled.read_to_end(&mut rest))
-        .await
-        .expect("the body within the bound")
-        .expect("read body");
-    let raw = String::from_utf8(rest).expect("UTF-8 response");
-    let body = dechunk(raw.split_once("\r\n\r\n").expect("head").1);
+    let body = read_chunked_body(stalled, head).await;
     let page: Value = serde_json::from_str(&body).expect("a valid JSON array");
-    let names: Vec<&str> = page
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|p| p["name"].as_str().expect("name"))
-        .collect();
-    let expected: Vec<String> = (1..RECORDS).rev().map(|i| format!("p{i}")).collect();
-    assert_eq!(names, expected);
+    assert_names_newest_first(&page, 1..RECORDS);
 }

@@ -3,18 +3,15 @@
 //! without a token. Requests are sent as a browser would send them: with
 //! its `Origin` and the `Host` of the page's URL.
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::{BodyExt, Full};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-use crate::helper::http::{Method, Reply, call, create, get, send};
-use crate::helper::server::{BinServer, TestServer, WAIT};
+use crate::helper::http::{Method, Reply, call, call_as, create, get};
+use crate::helper::server::{BinServer, TestServer};
 
 const EVIL: &str = "https://evil.example";
 
-/// One request with exactly these `Host` (None: none at all) and headers.
+/// One request with exactly this `Host` (None: none at all) and headers.
 async fn send_as(
     s: &TestServer,
     method: Method,
@@ -23,25 +20,7 @@ async fn send_as(
     headers: &[(&str, &str)],
     body: &str,
 ) -> Reply {
-    let mut b = Request::builder().method(method).uri(path);
-    if let Some(h) = host {
-        b = b.header("host", h);
-    }
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    let req = b.body(Full::new(Bytes::from(body.to_owned()))).expect("valid request");
-    let (parts, body) = send(s.addr, req).await.into_parts();
-    let body = tokio::time::timeout(WAIT, body.collect())
-        .await
-        .expect("body in time")
-        .expect("body")
-        .to_bytes();
-    Reply {
-        status: parts.status,
-        headers: parts.headers,
-        body,
-    }
+    call_as(s.addr, method, path, host, headers, body.to_owned()).await
 }
 
 /// A request from a page whose origin is `origin`, to the server's own address.
@@ -312,51 +291,32 @@ async fn the_cors_origin_may_write_and_others_may_not() {
 #[tokio::test]
 async fn allowed_host_flag_repeats_and_its_variable_is_comma_separated() {
     let dir = tempfile::tempdir().unwrap();
-    let mut flags = BinServer::start(
+    let flags = BinServer::start(
         &dir.path().join("a"),
         &["--allowed-host", "one.lan", "--allowed-host", "two.lan"],
     )
     .await;
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"));
-    child
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-        .arg(dir.path().join("b"))
+    let env_server = BinServer::builder(&dir.path().join("b"))
         .env("PROCHUB_ALLOWED_HOST", "three.lan, four.lan")
-        .env("PROCHUB_LOG", "warn")
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true);
-    let mut env_server = child.spawn().expect("spawn prochub");
-    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(env_server.stdout.take().unwrap()));
-    let line = tokio::time::timeout(WAIT, lines.next_line())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let env_addr: std::net::SocketAddr = line
-        .strip_prefix("prochub listening on http://")
-        .unwrap()
-        .parse()
-        .unwrap();
+        .start()
+        .await;
     let status = async |addr: std::net::SocketAddr, host: &str| {
-        let req = Request::builder()
-            .uri("/healthz")
-            .header("host", host)
-            .body(Full::new(Bytes::new()))
-            .unwrap();
-        send(addr, req).await.status().as_u16()
+        call_as(addr, Method::GET, "/healthz", Some(host), &[], "")
+            .await
+            .status
+            .as_u16()
     };
     for (addr, good, bad) in [
         (flags.addr, ["one.lan", "two.lan:80"], "three.lan"),
-        (env_addr, ["three.lan", "four.lan"], "one.lan"),
+        (env_server.addr, ["three.lan", "four.lan"], "one.lan"),
     ] {
         for host in good {
             assert_eq!(status(addr, host).await, 200, "{host}");
         }
         assert_eq!(status(addr, bad).await, 421, "{bad}");
     }
-    flags.signal(libc::SIGTERM);
-    assert!(flags.wait().await.success());
-    env_server.start_kill().unwrap();
+    flags.stop().await;
+    env_server.stop().await;
 }
 
 /// Regression: `/healthz` needs no token, and with one configured it still

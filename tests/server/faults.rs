@@ -1,5 +1,5 @@
 //! Fault injection against the real binary: a low descriptor limit
-//! (`prlimit`), a full disk and a read-only folder (a small tmpfs mounted
+//! (`RLIMIT_NOFILE`), a full disk and a read-only folder (a small tmpfs mounted
 //! for the test: we run as root here and in CI). Each test checks the
 //! answers while the fault lasts, that everything works once it is gone,
 //! and that a restart shows what the API last answered (memory and disk
@@ -8,15 +8,12 @@
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use serde_json::{Value, json};
 use tempfile::TempDir;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
 
 use crate::helper::http::{Method, append, call, complete, create, delete, get, patch_json, post_json};
-use crate::helper::server::{BinServer, WAIT};
+use crate::helper::server::BinServer;
 
 /// A tmpfs of `size` mounted on a fresh folder under a TempDir, unmounted
 /// (lazily, so a server killed a moment ago cannot keep it busy) on drop,
@@ -93,45 +90,10 @@ fn run(cmd: &str, args: &[&str], why: &str) {
     );
 }
 
-/// The real binary under `prlimit --nofile=N:N` (soft and hard: a server
-/// that raises its soft limit to the hard one stays at N).
-async fn start_limited(data: &Path, nofile: u32) -> BinServer {
-    let mut child = Command::new("prlimit")
-        .arg(format!("--nofile={nofile}:{nofile}"))
-        .arg("--")
-        .arg(env!("CARGO_BIN_EXE_prochub"))
-        .args(["serve", "--addr", "127.0.0.1:0", "--data"])
-        .arg(data)
-        .env("PROCHUB_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("spawn prlimit (util-linux) with prochub");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let line = tokio::time::timeout(WAIT, BufReader::new(stdout).lines().next_line())
-        .await
-        .expect("first line within the bound")
-        .expect("read stdout")
-        .expect("a first line: the server started under the limit");
-    let addr = line
-        .strip_prefix("prochub listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("an address");
-    BinServer {
-        child,
-        addr,
-        base: format!("http://{addr}"),
-        data: data.to_owned(),
-    }
-}
-
-/// SIGTERM and a clean exit (every acknowledged write on disk).
-async fn stop(mut server: BinServer) {
-    server.signal(libc::SIGTERM);
-    assert!(server.wait().await.success(), "graceful exit");
+/// The real binary under a descriptor limit of `nofile`, soft and hard (a
+/// server that raises its soft limit to the hard one stays at N).
+async fn start_limited(data: &Path, nofile: u64) -> BinServer {
+    BinServer::builder(data).nofile(nofile, nofile).start().await
 }
 
 async fn append_text(addr: std::net::SocketAddr, id: &str, text: &str) -> crate::helper::http::Reply {
@@ -197,7 +159,7 @@ async fn bug_300_running_logs_under_ulimit_256_broke_every_call_until_a_restart(
     complete(s.addr, &ids[3]).await;
     delete(s.addr, &format!("/api/processes/{}", ids[4])).await.expect(204);
     get(s.addr, "/healthz").await.expect(200);
-    stop(s).await;
+    s.stop().await;
 
     let s = BinServer::start(dir.path(), &[]).await;
     let list = get(s.addr, "/api/processes?limit=1000").await;
@@ -260,7 +222,7 @@ async fn bug_a_full_disk_answered_500_and_left_memory_and_disk_apart() {
     append(s.addr, "a", "after\n").await;
     complete(s.addr, "b").await;
     delete(s.addr, "/api/processes/c").await.expect(204);
-    stop(s).await;
+    s.stop().await;
 
     let s = BinServer::start(&fs.data(), &[]).await;
     assert_eq!(get(s.addr, "/api/processes/a").await.json()["name"], "renamed");
@@ -281,7 +243,7 @@ async fn bug_a_server_did_not_start_on_a_full_disk_it_could_still_serve_reads_fr
     create(s.addr, json!({"id": "done", "name": "done"})).await;
     append(s.addr, "done", "output\n").await;
     complete(s.addr, "done").await;
-    stop(s).await;
+    s.stop().await;
     // The start has writes to do: the default workspace, server.json, a
     // leftover temp file, an unreadable record to quarantine.
     std::fs::remove_file(fs.data().join("workspaces/default.json")).expect("remove default.json");
@@ -336,7 +298,7 @@ async fn bug_a_read_only_data_folder_answered_500() {
     fs.remount("rw");
     append(s.addr, "run", "line\n").await;
     delete(s.addr, "/api/processes/done").await.expect(204);
-    stop(s).await;
+    s.stop().await;
 
     let s = BinServer::start(&fs.data(), &[]).await;
     assert_eq!(output(s.addr, "run").await, "line\n");

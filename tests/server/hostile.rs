@@ -9,8 +9,8 @@ use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::helper::http::{Method, call, create, get};
-use crate::helper::server::{TestServer, WAIT};
+use crate::helper::http::{Method, call, create, get, unread};
+use crate::helper::server::{BinServer, TestServer, WAIT};
 use crate::helper::sse::SseReader;
 use crate::helper::wait_until;
 
@@ -162,11 +162,8 @@ async fn bug_follower_that_stopped_reading_was_never_disconnected() {
         .as_str()
         .expect("id")
         .to_owned();
-    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
-    socket.set_recv_buffer_size(4096).expect("small receive buffer");
-    let mut stalled = socket.connect(s.addr).await.expect("connect");
     let head = format!("GET /api/processes/{id}/stream HTTP/1.1\r\nhost: {}\r\n\r\n", s.addr);
-    stalled.write_all(head.as_bytes()).await.expect("head");
+    let mut stalled = unread(s.addr, head.as_bytes()).await;
     let mut reader = SseReader::open(s.addr, &format!("/api/processes/{id}/stream"), &[]).await;
     wait_until("both followers are subscribed", WAIT, async || {
         s.store.emitter_count() == 1
@@ -268,56 +265,16 @@ async fn bug_websockets_did_not_count_against_the_cap() {
 
 /// `prochub serve` under a descriptor limit of `soft`/`hard`, with its
 /// stderr in `DIR/stderr` (PROCHUB_LOG=info).
-async fn serve_limited(
-    dir: &std::path::Path,
-    soft: u64,
-    hard: u64,
-    extra: &[&str],
-) -> crate::helper::server::BinServer {
-    use std::process::Stdio;
-    use tokio::io::AsyncBufReadExt;
+async fn serve_limited(dir: &std::path::Path, soft: u64, hard: u64, extra: &[&str]) -> BinServer {
     let stderr = std::fs::File::create(dir.join("stderr")).expect("stderr file");
-    let data = dir.join("data");
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"));
-    cmd.args(["serve", "--addr", "127.0.0.1:0", "--quiet-access-log", "--data"])
-        .arg(&data)
+    BinServer::builder(&dir.join("data"))
+        .args(&["--quiet-access-log"])
         .args(extra)
         .env("PROCHUB_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
         .stderr(stderr)
-        .kill_on_drop(true);
-    // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs between fork and exec.
-    unsafe {
-        cmd.pre_exec(move || {
-            let lim = libc::rlimit {
-                rlim_cur: soft,
-                rlim_max: hard,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &lim) != 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let mut child = cmd.spawn().expect("spawn prochub");
-    let stdout = child.stdout.take().expect("piped stdout");
-    let line = tokio::time::timeout(WAIT, tokio::io::BufReader::new(stdout).lines().next_line())
+        .nofile(soft, hard)
+        .start()
         .await
-        .expect("first line within the bound")
-        .expect("read stdout")
-        .expect("a first line");
-    let addr: std::net::SocketAddr = line
-        .strip_prefix("prochub listening on http://")
-        .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
-        .parse()
-        .expect("an address");
-    crate::helper::server::BinServer {
-        child,
-        addr,
-        base: format!("http://{addr}"),
-        data,
-    }
 }
 
 /// The soft limit is raised to the hard one at start, and the default
