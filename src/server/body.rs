@@ -58,8 +58,6 @@ pub const DEFAULT_BODY_BUDGET: u64 = 128 * 1024 * 1024;
 pub const FREE_BODY: u64 = 16 * 1024;
 /// Longest wait for room in the budget before a body is refused with 503.
 pub const BUDGET_WAIT: Duration = Duration::from_secs(5);
-/// The `Retry-After` (seconds) of that 503.
-pub const BUSY_RETRY_AFTER: u64 = 1;
 /// The budget counts in units of this many bytes (a tokio semaphore
 /// counts permits in u32, and a budget may pass 4 GiB).
 const UNIT: u64 = 1024;
@@ -125,9 +123,7 @@ impl Held {
         let permit = match tokio::time::timeout_at(until, acquire).await {
             Ok(p) => p.expect("the budget's semaphore is never closed"),
             Err(_) => {
-                return Err(ApiError::Busy {
-                    retry_after: BUSY_RETRY_AFTER,
-                });
+                return Err(ApiError::Busy);
             }
         };
         match &mut self.permit {

@@ -15,8 +15,9 @@ use serde_json::{Map, Value, json};
 use super::response::{self, Resp};
 use crate::store::{Fault, StoreError};
 
-/// `Retry-After` of a `503 busy` (out of file descriptors): descriptors
-/// come back as connections and reads end, usually within a second.
+/// `Retry-After` of every `503 busy` (out of file descriptors, or no room
+/// in the body budget): descriptors and budget come back as connections,
+/// reads and bodies end, usually within a second.
 pub const BUSY_RETRY_AFTER_SECS: u32 = 1;
 
 /// Everything a request can fail with.
@@ -58,8 +59,8 @@ pub enum ApiError {
     #[error("the request body did not arrive within {limit:?}")]
     BodyTimeout { limit: std::time::Duration },
     /// No room in the budget of body bytes read at once (`server::body`).
-    #[error("the server is reading too many request bodies at once; retry in {retry_after} s")]
-    Busy { retry_after: u64 },
+    #[error("the server is reading too many request bodies at once; retry in {BUSY_RETRY_AFTER_SECS} s")]
+    Busy,
 }
 
 impl ApiError {
@@ -89,7 +90,7 @@ impl ApiError {
             ApiError::ForbiddenOrigin { .. } => (S::FORBIDDEN, "forbidden_origin"),
             ApiError::MisdirectedHost { .. } => (S::MISDIRECTED_REQUEST, "misdirected_host"),
             ApiError::BodyTimeout { .. } => (S::REQUEST_TIMEOUT, "request_timeout"),
-            ApiError::Busy { .. } => (S::SERVICE_UNAVAILABLE, "busy"),
+            ApiError::Busy => (S::SERVICE_UNAVAILABLE, "busy"),
         }
     }
 
@@ -107,7 +108,7 @@ impl ApiError {
                 fault_message(fault, path, &self)
             }
             // A 503 `busy` is load, not a fault: its message is for the client.
-            None if status.is_server_error() && !matches!(self, ApiError::Busy { .. }) => {
+            None if status.is_server_error() && !matches!(self, ApiError::Busy) => {
                 tracing::error!(error = %self, "request failed");
                 "internal server error".to_owned()
             }
@@ -134,13 +135,9 @@ impl ApiError {
                 resp.headers_mut()
                     .insert(http::header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            ApiError::Busy { retry_after } => {
-                resp.headers_mut()
-                    .insert(http::header::RETRY_AFTER, HeaderValue::from(*retry_after));
-            }
             _ => {}
         }
-        if matches!(fault, Some((Fault::Busy, _))) {
+        if code == "busy" {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
         }

@@ -60,7 +60,7 @@ pub fn sse<B>(app: &Arc<App>, req: &Request<B>, q: &Query) -> Result<Resp, ApiEr
         first: Some(first.finish()),
     };
     let frames = futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (b, s)) });
-    Ok(sse::response(sse::stream_token(app, req), frames))
+    Ok(sse::response(app, req, Box::pin(frames)))
 }
 
 /// One lifecycle event as SSE: its `EPOCH-SEQ` id, its type as the name.

@@ -363,10 +363,13 @@ fn serve_connection(
     let shutdown = app.shutdown.child_token();
     let conn_token = shutdown.clone();
     let stall = app.config.write_stall_limit();
+    let backlog = Arc::new(stall::Backlog::default());
+    let service_backlog = backlog.clone();
     let service_slot = slot.clone();
     let service = service_fn(move |mut req: http::Request<hyper::body::Incoming>| -> RequestFuture {
         service_slot.busy();
         req.extensions_mut().insert(ConnShutdown(conn_token.clone()));
+        req.extensions_mut().insert(service_backlog.clone());
         req.extensions_mut().insert(slots::ConnSlot(service_slot.clone()));
         let app = app.clone();
         let slot = service_slot.clone();
@@ -377,7 +380,7 @@ fn serve_connection(
         })
     });
     let socket = slots::HeadBytes::new(stream, slot.clone());
-    let io = malformed::JsonErrors::new(stall::WriteStall::new(socket, stall));
+    let io = malformed::JsonErrors::new(stall::WriteStall::new(socket, stall, backlog));
     let mut conn = Box::pin(
         http1::Builder::new()
             .timer(TokioTimer::new())

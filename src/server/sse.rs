@@ -18,6 +18,7 @@ use std::fmt::Display;
 use std::io::Write as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -32,13 +33,18 @@ use tokio_util::sync::CancellationToken;
 
 use super::error::ApiError;
 use super::response::{self, Resp};
+use super::stall::Backlog;
 use super::url::Query;
 use super::{App, ConnShutdown};
 use crate::model::{Id, StreamKind};
 use crate::store::{Chunk, Follow, FollowEvent};
 
-/// Largest frame built from ready events before it is handed to hyper.
-pub const MAX_FRAME: usize = 256 * 1024;
+/// Largest frame built from ready events before it is handed to hyper:
+/// one log block (`REPLAY_BLOCK`), so a catch-up frame is one block, not a
+/// copy of four. A frame is what a follower that stops reading holds once
+/// its socket is backed up (see `Gated`); hyper writes several frames in
+/// one `writev` when they are ready, so the write count stays low.
+pub const MAX_FRAME: usize = 64 * 1024;
 /// Reconnect delay suggested to EventSource clients, in milliseconds.
 pub const RETRY_MS: u64 = 2000;
 /// The heartbeat event.
@@ -48,19 +54,25 @@ pub const HEARTBEAT: &[u8] = b"event: heartbeat\ndata: {}\n\n";
 /// the server's own token: polling a token's `cancelled` future locks that
 /// token's waiter list, and 1,000 followers polling one token at every
 /// frame contend on that one lock.
-pub fn stream_token<B>(app: &App, req: &Request<B>) -> CancellationToken {
+fn stream_token<B>(app: &App, req: &Request<B>) -> CancellationToken {
     match req.extensions().get::<ConnShutdown>() {
         Some(c) => c.0.clone(),
         None => app.shutdown.child_token(),
     }
 }
 
-/// A `text/event-stream` response over `frames`, ending when `shutdown`
-/// fires.
-pub fn response<S>(shutdown: CancellationToken, frames: S) -> Resp
+/// A `text/event-stream` response to `req` over `frames`, ending when its
+/// connection shuts down, and making no frame while its socket is backed
+/// up (`stall::Backlog`).
+pub fn response<B, S>(app: &App, req: &Request<B>, frames: S) -> Resp
 where
-    S: Stream<Item = Bytes> + Send + 'static,
+    S: Stream<Item = Bytes> + Send + Unpin + 'static,
 {
+    let shutdown = stream_token(app, req);
+    let frames = Gated {
+        inner: frames,
+        backlog: req.extensions().get::<Arc<Backlog>>().cloned(),
+    };
     let open = crate::metrics::get().open(crate::metrics::ConnKind::Sse);
     let frames = frames.take_until(shutdown.cancelled_owned()).map(move |b| {
         let _open = &open; // counted as long as the body lives
@@ -78,6 +90,27 @@ where
     );
     h.insert("x-accel-buffering", HeaderValue::from_static("no"));
     resp
+}
+
+/// A stream of frames that waits while its connection's socket is backed
+/// up, so hyper's write queue does not fill with frames a peer that stopped
+/// reading will never take (issue 8: ~150 KiB per stalled follower).
+struct Gated<S> {
+    inner: S,
+    /// None for a request that did not come through a connection (tests
+    /// that call the router directly).
+    backlog: Option<Arc<Backlog>>,
+}
+
+impl<S: Stream + Unpin> Stream for Gated<S> {
+    type Item = S::Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
+        if self.backlog.as_ref().is_some_and(|b| b.is_blocked(cx)) {
+            return Poll::Pending;
+        }
+        self.inner.poll_next_unpin(cx)
+    }
 }
 
 /// Heartbeats while a stream is idle. The timer is re-armed only when it
@@ -237,7 +270,7 @@ pub fn follow<B>(app: &Arc<App>, id: &Id, req: &Request<B>, q: &Query) -> Result
         done: false,
     };
     let frames = futures_util::stream::unfold(state, |mut s| async move { s.next_frame().await.map(|b| (b, s)) });
-    Ok(response(stream_token(app, req), frames))
+    Ok(response(app, req, Box::pin(frames)))
 }
 
 /// The state of one follower's stream.
