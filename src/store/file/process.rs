@@ -8,7 +8,6 @@ use super::error::{Result, StoreError};
 use super::follow::Follow;
 use super::fsio;
 use super::index::{Entry, ListQuery, Page};
-use super::log;
 use super::{FileProcessStore, settle};
 use crate::model::{
     EventKind, Id, NewProcess, OutputRange, Process, ProcessPatch, Status, StreamKind, Timestamp, format_duration,
@@ -289,27 +288,17 @@ impl FileProcessStore {
     }
 
     /// Reads stored output as UTF-8 bytes: a range starting inside a
-    /// character starts at the next one, invalid bytes become U+FFFD.
+    /// character starts at the next one, invalid bytes become U+FFFD. The
+    /// whole range at once, for callers that want it whole; the server
+    /// streams it with [`FileProcessStore::output_reader`], which this
+    /// drains (one way to read output).
     pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
-        let entry = self.entry(id)?;
-        let stored = entry.log.lock().stored;
-        let from = match range {
-            OutputRange::All => 0,
-            OutputRange::From(n) => n.min(stored),
-            OutputRange::Tail(n) => stored.saturating_sub(n),
-        };
-        let path = self.log_path(id);
-        let bytes = Self::blocking(move || {
-            log::read_range(&path, from, stored, usize::MAX).or_else(|e| {
-                if e.kind() == std::io::ErrorKind::NotFound {
-                    Ok(Vec::new())
-                } else {
-                    Err(StoreError::io("read", &path)(e))
-                }
-            })
-        })
-        .await?;
-        Ok(log::log_text(bytes).into_bytes())
+        let mut reader = self.output_reader(id, range)?;
+        let mut out = Vec::new();
+        while let Some(block) = reader.next_block().await? {
+            out.extend_from_slice(block.as_bytes());
+        }
+        Ok(out)
     }
 
     /// Follows a process's output: replay from byte `from` (None: only what
