@@ -25,11 +25,12 @@
 //! runs some scenarios only.
 
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+mod support;
 
 /// The goal on RSS.
 const RSS_GOAL_KIB: u64 = 1024 * 1024;
@@ -86,29 +87,12 @@ struct Server {
 impl Server {
     async fn start(extra: &[&str]) -> Server {
         let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).expect("temp dir");
-        let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"))
-            .args(["serve", "--addr", "127.0.0.1:0", "--quiet-access-log", "--data"])
+        let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_prochub"));
+        cmd.args(["serve", "--addr", "127.0.0.1:0", "--quiet-access-log", "--data"])
             .arg(dir.path())
             .args(extra)
-            .env("PROCHUB_LOG", "error")
-            .stdout(Stdio::piped())
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("start prochub");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("server printed its address in time")
-            .expect("read stdout")
-            .expect("a first line");
-        let addr = first
-            .rsplit("http://")
-            .next()
-            .expect("address")
-            .trim()
-            .parse()
-            .expect("HOST:PORT");
+            .env("PROCHUB_LOG", "error");
+        let (child, _lines, addr) = support::spawn_server(cmd).await;
         Server {
             child,
             addr,
@@ -117,14 +101,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        std::fs::read_to_string(format!("/proc/{pid}/status"))
-            .unwrap_or_default()
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        support::rss_kib(&self.child)
     }
 
     fn fds(&self) -> usize {

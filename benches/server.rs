@@ -24,7 +24,6 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::io::Write as _;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -36,6 +35,8 @@ use hyper::{Request, Response};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, broadcast};
+
+mod support;
 
 fn main() {
     if std::env::var_os("PROCHUB_BENCH_BARE").is_some() {
@@ -97,7 +98,7 @@ enum Kind {
 
 impl Server {
     async fn start(kind: Kind) -> Server {
-        let (mut cmd, data) = match kind {
+        let (cmd, data) = match kind {
             Kind::Bare => {
                 let mut c = tokio::process::Command::new(std::env::current_exe().expect("own path"));
                 c.env("PROCHUB_BENCH_BARE", "1");
@@ -116,21 +117,7 @@ impl Server {
                 (c, Some(dir))
             }
         };
-        cmd.stdout(Stdio::piped()).stdin(Stdio::null()).kill_on_drop(true);
-        let mut child = cmd.spawn().expect("start server");
-        let mut lines = BufReader::new(child.stdout.take().expect("piped")).lines();
-        let first = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
-            .await
-            .expect("server printed its address in time")
-            .expect("read stdout")
-            .expect("a first line");
-        let addr = first
-            .rsplit("http://")
-            .next()
-            .expect("an address")
-            .trim()
-            .parse()
-            .expect("HOST:PORT");
+        let (child, mut lines, addr) = support::spawn_server(cmd).await;
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
         Server {
@@ -142,14 +129,7 @@ impl Server {
     }
 
     fn rss_kib(&self) -> u64 {
-        let pid = self.child.id().expect("running");
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0)
+        support::rss_kib(&self.child)
     }
 
     /// Makes a topic (bare) or process (prochub); returns its id.
