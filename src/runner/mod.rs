@@ -178,11 +178,20 @@ impl Runner {
         let id = process.id.clone();
         let tracked = self.track(&id, &child).ok_or(RunnerError::Unavailable)?;
         tracing::info!(id = %id, pid = child.id(), command = ?argv, "command started");
-        if let Some(pid) = child.id() {
-            self.save_child(&id, pid).await;
-        }
+        // Saved and supervised in a task of its own, not in the request's
+        // future: a client that hangs up mid-create drops that future, and
+        // with it a child nobody would supervise (review finding). The
+        // create is still answered only once the child's file is durable.
         let runner = self.clone();
-        tokio::spawn(async move { runner.supervise(id, child, tracked).await });
+        let (saved, is_saved) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(async move {
+            if let Some(pid) = child.id() {
+                runner.save_child(&id, pid).await;
+            }
+            drop(saved);
+            runner.supervise(id, child, tracked).await
+        });
+        let _ = is_saved.await;
         Ok(Started::Running)
     }
 
