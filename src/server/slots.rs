@@ -147,9 +147,36 @@ impl Slots {
         if entry.get().0.elapsed() < min_idle {
             return;
         }
+        let key = *entry.key();
         let (_, conn) = entry.remove();
         drop(idle);
-        conn.key.store(0, Ordering::Relaxed);
+        self.close_evicted(key, conn);
+    }
+
+    /// Past the head budget: closes the longest-idle connection that holds
+    /// head bytes. One holding none (a kept-alive client between requests)
+    /// would lower nothing, and closing it would only make the next read
+    /// close another honest connection (review finding).
+    fn evict_for_heads(&self) {
+        let mut idle = lock(&self.idle);
+        let Some(key) = idle
+            .iter()
+            .find(|(_, (_, c))| c.head_bytes.load(Ordering::Relaxed) > 0)
+            .map(|(k, _)| *k)
+        else {
+            return;
+        };
+        let (_, conn) = idle.remove(&key).expect("found under the same lock");
+        drop(idle);
+        self.close_evicted(key, conn);
+    }
+
+    /// `conn`, just taken out of the idle map under `key`, is told to close.
+    fn close_evicted(&self, key: u64, conn: Arc<Conn>) {
+        // Only if still registered under that key: went busy and idle again
+        // since, it has a new entry that `release` must find (review
+        // finding: the entry and its `Conn` outlived the connection).
+        let _ = conn.key.compare_exchange(key, 0, Ordering::Relaxed, Ordering::Relaxed);
         conn.evict.notify_one();
         // Its head no longer counts: it is closing. Left counted until the
         // task ends, every read past the budget meanwhile evicted one more
@@ -177,7 +204,7 @@ impl Conn {
         self.head_bytes.fetch_add(n as u64, Ordering::Relaxed);
         let total = self.slots.head_bytes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         if total > self.slots.head_budget {
-            self.slots.evict(Duration::ZERO);
+            self.slots.evict_for_heads();
         }
     }
 

@@ -393,3 +393,46 @@ async fn bug_heads_arriving_slowly_had_no_global_bound() {
         "the newest head is within the budget and stays"
     );
 }
+
+/// Regression (review): past the head budget the longest-idle connection
+/// was closed whatever it held, so a kept-alive client between requests
+/// (holding no head bytes) went first, and lowered nothing. Only
+/// connections holding head bytes are closed for the budget.
+#[tokio::test]
+async fn bug_the_head_budget_closed_kept_alive_clients_that_held_no_head() {
+    let s = TestServer::start_with(ServerConfig {
+        head_budget: 256 * 1024,
+        ..Default::default()
+    })
+    .await;
+    // A kept-alive client, idle longest, with one answered request.
+    let mut kept = TcpStream::connect(s.addr).await.expect("connect");
+    let req = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\n\r\n", s.addr);
+    kept.write_all(req.as_bytes()).await.expect("request");
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, kept.read(&mut buf))
+        .await
+        .expect("answer within the bound")
+        .expect("read");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let pad = "a".repeat(50_000);
+    let mut heads = Vec::new();
+    for _ in 0..10 {
+        let mut c = TcpStream::connect(s.addr).await.expect("connect");
+        let head = format!("GET /healthz HTTP/1.1\r\nhost: {}\r\nx-pad: {pad}", s.addr);
+        c.write_all(head.as_bytes()).await.expect("a head, unfinished");
+        heads.push(c);
+    }
+    assert_eq!(read_until_closed(&mut heads[0]).await, "", "the oldest head goes");
+    // The kept-alive connection still serves a request.
+    kept.write_all(req.as_bytes()).await.expect("second request");
+    let n = tokio::time::timeout(WAIT, kept.read(&mut buf))
+        .await
+        .expect("answer within the bound")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"),
+        "the kept-alive client was closed: {:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+}
