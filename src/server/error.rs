@@ -137,7 +137,7 @@ impl ApiError {
             }
             _ => {}
         }
-        if code == "busy" {
+        if matches!(self, ApiError::Busy) || matches!(fault, Some((Fault::Busy, _))) {
             resp.headers_mut()
                 .insert(http::header::RETRY_AFTER, HeaderValue::from(BUSY_RETRY_AFTER_SECS));
         }
