@@ -145,12 +145,7 @@ async fn write_server_json(dir: &Path, addr: &str) -> anyhow::Result<()> {
     match written {
         // A full or read-only disk: serve anyway (reads still work); only
         // discovery through server.json is lost, clients need --server.
-        Err(e)
-            if matches!(
-                crate::store::Fault::of(&e.source),
-                Some(crate::store::Fault::NoSpace | crate::store::Fault::ReadOnly)
-            ) =>
-        {
+        Err(e) if crate::store::Fault::of(&e.source).is_some_and(crate::store::Fault::is_disk) => {
             tracing::warn!(%e, "cannot write server.json; serving without it (clients need --server or PROCHUB_URL)");
             Ok(())
         }

@@ -118,6 +118,13 @@ impl Fault {
             _ => None,
         }
     }
+
+    /// A fault of the disk (full, or not writable), which start-up
+    /// housekeeping tolerates: the server still serves reads. Not `Busy`,
+    /// which passes and must not be papered over.
+    pub fn is_disk(self) -> bool {
+        matches!(self, Fault::NoSpace | Fault::ReadOnly)
+    }
 }
 
 /// The OS error code of `e` or of the first I/O error among its sources.

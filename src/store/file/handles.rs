@@ -38,17 +38,13 @@ pub const NOFILE_SHARE: usize = 4;
 /// a low soft `RLIMIT_NOFILE` (read when the store opens; a server raises
 /// its limit before that).
 pub fn capacity() -> usize {
-    let mut limit = nix::libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit(2) writes into the struct we pass and nothing else.
-    let rc = unsafe { nix::libc::getrlimit(nix::libc::RLIMIT_NOFILE, &mut limit) };
-    if rc != 0 {
-        return MAX_OPEN_LOGS;
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE) {
+        Ok((soft, _hard)) => {
+            let soft = usize::try_from(soft).unwrap_or(usize::MAX);
+            (soft / NOFILE_SHARE).clamp(MIN_OPEN_LOGS, MAX_OPEN_LOGS)
+        }
+        Err(_) => MAX_OPEN_LOGS,
     }
-    let soft = usize::try_from(limit.rlim_cur).unwrap_or(usize::MAX);
-    (soft / NOFILE_SHARE).clamp(MIN_OPEN_LOGS, MAX_OPEN_LOGS)
 }
 
 /// One cached handle.

@@ -286,7 +286,7 @@ impl FileProcessStore {
         };
         match fsio::write_json_atomic(&self.workspace_path(&w.id), &w, &self.ws_sync) {
             Ok(()) => {}
-            Err(e) if e.fault().is_some_and(|(f, _)| f != error::Fault::Busy) => {
+            Err(e) if e.fault().is_some_and(|(f, _)| f.is_disk()) => {
                 tracing::warn!(%e, "cannot write the default workspace: kept in memory until a start can write it");
             }
             Err(e) => return Err(e),
