@@ -144,6 +144,7 @@ fn plant_records(dir: &Path, n: usize) {
             exit_signal: None,
             output_bytes: 0,
             output_truncated: false,
+            output_elided: 0,
         };
         let json = serde_json::to_vec_pretty(&p).expect("encode");
         fs::write(procs.join(format!("{id}.json")), json).expect("write record");

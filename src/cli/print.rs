@@ -287,6 +287,7 @@ mod tests {
             exit_signal: None,
             output_bytes: 0,
             output_truncated: false,
+            output_elided: 0,
         }
     }
 

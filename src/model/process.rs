@@ -107,14 +107,19 @@ pub struct Process {
     /// section 1, next to `exit_code`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit_signal: Option<String>,
-    /// Bytes of output stored in `output/<id>.log`. On disk this may lag
-    /// behind the log; the store derives it from the log's length at open.
+    /// Byte offset of the end of the output: every byte appended so far,
+    /// stored or elided (SPEC section 1). On disk this may lag behind the
+    /// logs; the store derives it from them at open.
     #[serde(default)]
     pub output_bytes: u64,
-    /// True once output went past the per-process cap and stopped being
-    /// stored (it still streams live).
+    /// True once output went past the per-process cap (`--max-output`):
+    /// from then on the store keeps its head and its most recent tail.
     #[serde(default)]
     pub output_truncated: bool,
+    /// Bytes between the kept head and the kept tail that are no longer
+    /// stored (SPEC section 5); 0 while everything is kept.
+    #[serde(default)]
+    pub output_elided: u64,
 }
 
 impl Process {

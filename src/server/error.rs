@@ -121,6 +121,9 @@ impl ApiError {
             ApiError::Store(StoreError::ProcessExists { existing }) => {
                 body.insert("existing".into(), json!(existing));
             }
+            ApiError::Store(StoreError::OffsetMismatch { output_bytes, .. }) => {
+                body.insert("output_bytes".into(), json!(output_bytes));
+            }
             ApiError::Store(StoreError::Invalid { field, .. }) => {
                 body.insert("field".into(), Value::String((*field).into()));
             }
@@ -182,6 +185,7 @@ fn store_status(e: &StoreError) -> (StatusCode, &'static str) {
         StoreError::ProcessExists { .. } => (S::CONFLICT, "already_exists"),
         StoreError::BadTransition { .. } => (S::CONFLICT, "invalid_transition"),
         StoreError::NotRunning { .. } => (S::CONFLICT, "not_running"),
+        StoreError::OffsetMismatch { .. } => (S::CONFLICT, "offset_mismatch"),
         StoreError::WorkspaceNotEmpty { .. } => (S::CONFLICT, "workspace_not_empty"),
         StoreError::DefaultWorkspace => (S::CONFLICT, "default_workspace"),
         StoreError::Io { .. } | StoreError::NotDurable { .. } => match e.fault() {

@@ -27,6 +27,11 @@ pub enum StoreError {
     BadTransition { id: String, from: Status, to: Status },
     #[error("process {id:?} is {status}: output is only accepted while it is running")]
     NotRunning { id: String, status: Status },
+    /// An append with `?at=N` found the output ending elsewhere: the
+    /// producer's idea of what is stored is wrong (or its earlier attempt
+    /// was stored after all: then `output_bytes` is `at` + its length).
+    #[error("output of process {id:?} ends at byte {output_bytes}, not at {at}")]
+    OffsetMismatch { id: String, at: u64, output_bytes: u64 },
     #[error("workspace {id:?} still has {count} processes; delete with cascade to remove them too")]
     WorkspaceNotEmpty { id: String, count: usize },
     #[error("the default workspace cannot be deleted")]

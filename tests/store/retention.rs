@@ -33,6 +33,7 @@ fn plant(dir: &Path, id: &str, status: Status, created: Timestamp, ended: Option
         exit_signal: None,
         output_bytes: 3,
         output_truncated: false,
+        output_elided: 0,
     };
     for sub in ["processes", "output"] {
         std::fs::create_dir_all(dir.join(sub)).unwrap();

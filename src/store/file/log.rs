@@ -209,6 +209,7 @@ impl OutputLog {
         id: &str,
         content: String,
         stream: Option<StreamKind>,
+        at: Option<u64>,
         max_output: u64,
     ) -> Result<Appended> {
         let mut st = self.lock();
@@ -216,6 +217,13 @@ impl OutputLog {
             return Err(StoreError::NotRunning {
                 id: id.to_owned(),
                 status: st.status,
+            });
+        }
+        if let Some(at) = at.filter(|&n| n != st.total) {
+            return Err(StoreError::OffsetMismatch {
+                id: id.to_owned(),
+                at,
+                output_bytes: st.total,
             });
         }
         let len = content.len() as u64;

@@ -256,14 +256,30 @@ impl FileProcessStore {
         content: String,
         stream: Option<StreamKind>,
     ) -> Result<AppendResult> {
+        self.append_output_at(id, content, stream, None).await
+    }
+
+    /// [`FileProcessStore::append_output`] with a precondition: with
+    /// `at = Some(n)` the content is appended only if the output ends at
+    /// byte `n` now, else [`StoreError::OffsetMismatch`] (a producer that
+    /// retries after a lost answer neither loses nor doubles output).
+    pub async fn append_output_at(
+        self: &Arc<Self>,
+        id: &Id,
+        content: String,
+        stream: Option<StreamKind>,
+        at: Option<u64>,
+    ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
         let max = self.config.max_output;
         let len = content.len();
         let appended = if content.len() <= INLINE_APPEND_MAX {
-            entry.log.append_blocking(&self.log_handles, id, content, stream, max)?
+            entry
+                .log
+                .append_blocking(&self.log_handles, id, content, stream, at, max)?
         } else {
             let (out, id, store) = (entry.log.clone(), id.to_owned(), self.clone());
-            Self::blocking_short(move || out.append_blocking(&store.log_handles, &id, content, stream, max)).await?
+            Self::blocking_short(move || out.append_blocking(&store.log_handles, &id, content, stream, at, max)).await?
         };
         crate::metrics::get().output_appended(len);
         if appended.newly_truncated {
@@ -366,6 +382,7 @@ fn new_record(id: Id, workspace: Id, new: NewProcess, now: Timestamp) -> Process
         exit_signal: None,
         output_bytes: 0,
         output_truncated: false,
+        output_elided: 0,
     };
     stamp_transition(&mut p, new.status.unwrap_or_default(), now);
     p
