@@ -62,6 +62,27 @@ impl Utf8Decoder {
     }
 }
 
+/// Length of the longest prefix of `b` that does not end inside an
+/// incomplete UTF-8 sequence.
+pub fn complete_prefix_len(b: &[u8]) -> usize {
+    // A sequence is at most 4 bytes: look back at most 3 for its lead byte.
+    for back in 1..=b.len().min(4) {
+        let i = b.len() - back;
+        let byte = b[i];
+        if byte & 0xC0 == 0x80 {
+            continue;
+        }
+        let need = match byte {
+            0x00..=0x7F => 1,
+            0xC0..=0xDF => 2,
+            0xE0..=0xEF => 3,
+            _ => 4,
+        };
+        return if back >= need { b.len() } else { i };
+    }
+    b.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -143,6 +143,26 @@ impl LogState {
         self.streams.push((self.stored, stream));
     }
 
+    /// Where the stored output is right now, for a reader that reads
+    /// without the lock (`GET …/output`, replays).
+    // Base commit of issue 10: the head only, no index records yet; the
+    // store-core work keeps this up to date with the index and segments.
+    #[allow(dead_code)] // until the history reader uses it
+    pub(crate) fn view(&self) -> super::segments::OutputView {
+        let idx = self.path.with_extension("idx");
+        super::segments::OutputView {
+            segments: vec![super::segments::SegmentView {
+                start: 0,
+                end: self.stored,
+                records: 0,
+                log: self.path.clone(),
+                idx,
+            }],
+            end: self.total,
+            elided: None,
+        }
+    }
+
     /// The pipe of stored output at `pos`, and where that run ends (if
     /// before `to`).
     pub(crate) fn stream_run(&self, pos: u64, to: u64) -> (Option<StreamKind>, u64) {
@@ -196,6 +216,12 @@ impl OutputLog {
 
     pub fn lock(&self) -> MutexGuard<'_, LogState> {
         crate::sync::lock(&self.state)
+    }
+
+    /// [`LogState::view`] under the lock.
+    #[allow(dead_code)] // until the history reader uses it
+    pub(crate) fn view(&self) -> super::segments::OutputView {
+        self.lock().view()
     }
 
     /// Appends `content`. Blocking (one page-cache write under the lock):
@@ -374,27 +400,6 @@ fn trim_to(file: &File, stored: u64) -> io::Result<()> {
     Ok(())
 }
 
-/// Length of the longest prefix of `b` that does not end inside an
-/// incomplete UTF-8 sequence.
-fn complete_prefix_len(b: &[u8]) -> usize {
-    // A sequence is at most 4 bytes: look back at most 3 for its lead byte.
-    for back in 1..=b.len().min(4) {
-        let i = b.len() - back;
-        let byte = b[i];
-        if byte & 0xC0 == 0x80 {
-            continue;
-        }
-        let need = match byte {
-            0x00..=0x7F => 1,
-            0xC0..=0xDF => 2,
-            0xE0..=0xEF => 3,
-            _ => 4,
-        };
-        return if back >= need { b.len() } else { i };
-    }
-    b.len()
-}
-
 /// Text of bytes read from a log at any byte offset: a start inside a
 /// character moves to the next one (regression: the partial character
 /// became U+FFFD, so a replayed chunk's length no longer matched its
@@ -429,7 +434,7 @@ pub(crate) fn read_range(path: &Path, from: u64, to: u64, max: usize) -> io::Res
     }
     buf.truncate(got);
     if (from + got as u64) < to {
-        let cut = complete_prefix_len(&buf);
+        let cut = crate::utf8::complete_prefix_len(&buf);
         if cut > 0 {
             buf.truncate(cut);
         }

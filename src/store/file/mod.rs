@@ -36,6 +36,10 @@
 //! * `process`, `creating`, `checks`: process records (create, update,
 //!   delete, output calls), ids whose create is in flight, field rules;
 //! * `workspace`: workspace records;
+//! * `appends`: the append index beside each log (format, lookups,
+//!   torn-tail repair);
+//! * `segments`: which files hold a process's output (head, tail
+//!   segments) and the snapshot of them a reader reads;
 //! * `log`, `chunk`, `follow`: a process's output log and emitter, the
 //!   chunks it broadcasts, a follower's replay-then-live stream;
 //! * `handles`: the bounded cache of open log handles, store-wide;
@@ -48,6 +52,7 @@
 //!   their batches as they arrive.
 
 pub(crate) use super::error;
+pub mod appends;
 mod checks;
 mod children;
 mod chunk;
@@ -62,6 +67,7 @@ mod open;
 mod process;
 mod reader;
 mod retention;
+pub mod segments;
 mod stats;
 mod workspace;
 

@@ -1,0 +1,529 @@
+//! The append index of an output log (SPEC section 10): one fixed-size
+//! record per stored append, `(start, seq, time, length, pipe)`, in a file
+//! beside the log (`output/<id>.idx` for `output/<id>.log`, and likewise
+//! for each tail segment). It is what gives replayed output its time and
+//! its stdout/stderr tag after a restart, what `?since=` binary-searches,
+//! and what says where the log's acknowledged bytes end after a crash.
+//!
+//! # Format
+//! A 16-byte header (`b"prochub-idx\0"` and a little-endian `u32` format
+//! version, 1), then records of [`RECORD_LEN`] bytes, little-endian:
+//!
+//! | bytes  | field        |                                                   |
+//! |--------|--------------|---------------------------------------------------|
+//! | 0..8   | `start: u64` | absolute byte offset of the append's first byte   |
+//! | 8..16  | `seq: u64`   | store-wide sequence number, +1 per stored append  |
+//! | 16..24 | `ts_ms: i64` | when it was stored, ms since the Unix epoch; never decreasing within a process |
+//! | 24..28 | `len: u32`   | its length in the log                             |
+//! | 28     | `pipe: u8`   | 0 none, 1 stdout, 2 stderr                        |
+//! | 29..32 | reserved, 0  |                                                   |
+//!
+//! Fixed-size records make "the record at i" one positioned read, so a
+//! time or offset lookup is a binary search of ~20 reads for a million
+//! appends, and a torn tail is a length that is not a whole number of
+//! records.
+//!
+//! # Crash safety
+//! Appends write the log bytes first, then the record, both to the page
+//! cache (fsynced when the process finishes and at shutdown). A crash can
+//! leave either file with a torn tail; [`repair`] cuts both back to the
+//! last append whose record and bytes are all there.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::unix::fs::FileExt as _;
+use std::path::Path;
+
+use crate::model::{StreamKind, Timestamp};
+
+/// First 12 bytes of every index file.
+pub const MAGIC: &[u8; 12] = b"prochub-idx\0";
+/// Format version written after [`MAGIC`].
+pub const VERSION: u32 = 1;
+/// Bytes before the first record.
+pub const HEADER_LEN: u64 = 16;
+/// Bytes per record.
+pub const RECORD_LEN: u64 = 32;
+/// Records read per positioned read when walking an index in order
+/// (64 KiB).
+pub const READ_BATCH: u64 = 2048;
+
+/// One stored append.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Append {
+    /// Absolute byte offset of its first byte.
+    pub start: u64,
+    /// Store-wide sequence number.
+    pub seq: u64,
+    /// When the store took it, ms since the Unix epoch.
+    pub ts_ms: i64,
+    /// Bytes in the log. At most `MAX_CHUNK` for appends stored by this
+    /// version; a log from before the index is one record of any length.
+    pub len: u32,
+    pub pipe: Option<StreamKind>,
+}
+
+impl Append {
+    /// Offset just past its last byte.
+    pub fn end(&self) -> u64 {
+        self.start + u64::from(self.len)
+    }
+
+    /// Its time as a timestamp.
+    pub fn ts(&self) -> Timestamp {
+        ts_from_ms(self.ts_ms)
+    }
+
+    pub fn encode(&self) -> [u8; RECORD_LEN as usize] {
+        let mut b = [0u8; RECORD_LEN as usize];
+        b[0..8].copy_from_slice(&self.start.to_le_bytes());
+        b[8..16].copy_from_slice(&self.seq.to_le_bytes());
+        b[16..24].copy_from_slice(&self.ts_ms.to_le_bytes());
+        b[24..28].copy_from_slice(&self.len.to_le_bytes());
+        b[28] = match self.pipe {
+            None => 0,
+            Some(StreamKind::Stdout) => 1,
+            Some(StreamKind::Stderr) => 2,
+        };
+        b
+    }
+
+    /// Decodes one record; None if it cannot be one (an unknown pipe or
+    /// non-zero reserved bytes: garbage, e.g. a tail torn by a crash).
+    pub fn decode(b: &[u8]) -> Option<Append> {
+        let b: &[u8; RECORD_LEN as usize] = b.try_into().ok()?;
+        let u64_at = |i: usize| u64::from_le_bytes(b[i..i + 8].try_into().expect("8 bytes"));
+        let pipe = match b[28] {
+            0 => None,
+            1 => Some(StreamKind::Stdout),
+            2 => Some(StreamKind::Stderr),
+            _ => return None,
+        };
+        if b[29..32] != [0, 0, 0] {
+            return None;
+        }
+        Some(Append {
+            start: u64_at(0),
+            seq: u64_at(8),
+            ts_ms: u64_at(16) as i64,
+            len: u32::from_le_bytes(b[24..28].try_into().expect("4 bytes")),
+            pipe,
+        })
+    }
+}
+
+/// Milliseconds since the epoch of a timestamp (the index's time unit).
+pub fn ms_of(t: Timestamp) -> i64 {
+    t.timestamp_millis()
+}
+
+/// The timestamp of an index time (out-of-range values clamp to the epoch).
+pub fn ts_from_ms(ms: i64) -> Timestamp {
+    chrono::DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// The 16-byte header.
+pub fn header() -> [u8; HEADER_LEN as usize] {
+    let mut h = [0u8; HEADER_LEN as usize];
+    h[..12].copy_from_slice(MAGIC);
+    h[12..16].copy_from_slice(&VERSION.to_le_bytes());
+    h
+}
+
+/// Whole records in an index file of `file_len` bytes.
+pub fn record_count(file_len: u64) -> u64 {
+    file_len.saturating_sub(HEADER_LEN) / RECORD_LEN
+}
+
+/// Byte position of record `i`.
+pub fn record_pos(i: u64) -> u64 {
+    HEADER_LEN + i * RECORD_LEN
+}
+
+/// Creates (or empties) an index file and writes its header. Opened for
+/// reading and writing; records go in with [`write_records`].
+pub fn create(path: &Path) -> io::Result<File> {
+    let f = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(path)?;
+    f.write_all_at(&header(), 0)?;
+    Ok(f)
+}
+
+/// Opens an existing index for appending records (read and write).
+pub fn open_for_writing(path: &Path) -> io::Result<File> {
+    OpenOptions::new().read(true).write(true).open(path)
+}
+
+/// Writes `records` as records `first..first + records.len()` of the index
+/// in `file` (one positioned write). Positioned, like the log's writes: a
+/// write a full disk cut short is overwritten by the next one.
+pub fn write_records(file: &File, first: u64, records: &[Append]) -> io::Result<()> {
+    if let [one] = records {
+        return file.write_all_at(&one.encode(), record_pos(first));
+    }
+    let mut buf = Vec::with_capacity(records.len() * RECORD_LEN as usize);
+    for r in records {
+        buf.extend_from_slice(&r.encode());
+    }
+    file.write_all_at(&buf, record_pos(first))
+}
+
+/// Read access to one index file: positioned reads, so it can be shared
+/// and needs no seek state. It sees the records that were there when it
+/// was opened ([`IndexReader::count`]).
+pub struct IndexReader {
+    file: File,
+    count: u64,
+}
+
+impl IndexReader {
+    /// Opens `path`, checks its header, and counts its whole records.
+    pub fn open(path: &Path) -> io::Result<IndexReader> {
+        let file = File::open(path)?;
+        let len = file.metadata()?.len();
+        check_header(&file, len)?;
+        Ok(IndexReader {
+            file,
+            count: record_count(len),
+        })
+    }
+
+    /// Like [`IndexReader::open`], but reads only the first `count`
+    /// records even if the file has more (a snapshot taken under the log
+    /// lock: records written after it are not seen).
+    pub fn open_with_count(path: &Path, count: u64) -> io::Result<IndexReader> {
+        let mut r = IndexReader::open(path)?;
+        r.count = r.count.min(count);
+        Ok(r)
+    }
+
+    pub fn count(&self) -> u64 {
+        self.count
+    }
+
+    /// Record `i` (< count).
+    pub fn get(&self, i: u64) -> io::Result<Append> {
+        let mut b = [0u8; RECORD_LEN as usize];
+        self.file.read_exact_at(&mut b, record_pos(i))?;
+        Append::decode(&b).ok_or_else(|| bad_record(i))
+    }
+
+    /// Records `i..i + n` (clipped to count), in one positioned read.
+    pub fn read(&self, i: u64, n: u64) -> io::Result<Vec<Append>> {
+        let n = n.min(self.count.saturating_sub(i));
+        let mut buf = vec![0u8; (n * RECORD_LEN) as usize];
+        self.file.read_exact_at(&mut buf, record_pos(i))?;
+        buf.chunks_exact(RECORD_LEN as usize)
+            .enumerate()
+            .map(|(k, b)| Append::decode(b).ok_or_else(|| bad_record(i + k as u64)))
+            .collect()
+    }
+
+    /// The first record for which `pred` is false, given that `pred` is
+    /// true for a prefix of the records and false after (binary search,
+    /// one read per probe).
+    pub fn partition_point(&self, mut pred: impl FnMut(&Append) -> bool) -> io::Result<u64> {
+        let (mut lo, mut hi) = (0, self.count);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if pred(&self.get(mid)?) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        Ok(lo)
+    }
+
+    /// The first record stored at or after `ts_ms` (times never decrease
+    /// within a process), or `count` if none.
+    pub fn first_at_or_after(&self, ts_ms: i64) -> io::Result<u64> {
+        self.partition_point(|a| a.ts_ms < ts_ms)
+    }
+
+    /// The first record stored after `ts_ms`, or `count` if none.
+    pub fn first_after(&self, ts_ms: i64) -> io::Result<u64> {
+        self.partition_point(|a| a.ts_ms <= ts_ms)
+    }
+
+    /// The first record that ends after `offset` (the one holding byte
+    /// `offset`, if any), or `count` if none.
+    pub fn first_ending_after(&self, offset: u64) -> io::Result<u64> {
+        self.partition_point(|a| a.end() <= offset)
+    }
+}
+
+fn check_header(file: &File, len: u64) -> io::Result<()> {
+    if len < HEADER_LEN {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "index file has no header"));
+    }
+    let mut h = [0u8; HEADER_LEN as usize];
+    file.read_exact_at(&mut h, 0)?;
+    if &h[..12] != MAGIC {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "not a prochub index file"));
+    }
+    let version = u32::from_le_bytes(h[12..16].try_into().expect("4 bytes"));
+    if version != VERSION {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("index format version {version}, this prochub reads {VERSION}"),
+        ));
+    }
+    Ok(())
+}
+
+fn bad_record(i: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("index record {i} is not a valid record"),
+    )
+}
+
+/// What [`repair`] found and cut.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Repaired {
+    /// Whole, consistent records kept.
+    pub records: u64,
+    /// Bytes kept in the log (`last.end() - segment start`, or 0).
+    pub log_len: u64,
+    /// The last record kept.
+    pub last: Option<Append>,
+    /// Records dropped (their bytes were not all in the log, or they were
+    /// not valid records).
+    pub cut_records: u64,
+    /// Bytes cut from the index (dropped records and a partial one).
+    pub cut_index_bytes: u64,
+    /// Bytes cut from the end of the log (beyond the last kept record).
+    pub cut_log_bytes: u64,
+}
+
+impl Repaired {
+    /// Whether anything was cut (worth a log line).
+    pub fn cut_anything(&self) -> bool {
+        self.cut_index_bytes > 0 || self.cut_log_bytes > 0
+    }
+}
+
+/// Makes the index at `idx` and the log at `log` of a segment starting at
+/// absolute offset `segment_start` consistent after a crash: a partial
+/// trailing record is cut; trailing records that are invalid, start before
+/// the segment, or whose bytes are not all in the log (or end inside a
+/// UTF-8 character) are dropped; log bytes past the last kept record are
+/// cut. Only the tail is examined (a few reads), so opening a store of
+/// many logs stays fast. A missing log counts as empty. An index without a
+/// valid header is an error (`InvalidData`): it is not ours to cut.
+pub fn repair(idx: &Path, log: &Path, segment_start: u64) -> io::Result<Repaired> {
+    let file = open_for_writing(idx)?;
+    let idx_len = file.metadata()?.len();
+    check_header(&file, idx_len)?;
+    let log_file = match OpenOptions::new().read(true).write(true).open(log) {
+        Ok(f) => Some(f),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+        Err(e) => return Err(e),
+    };
+    let log_len = match &log_file {
+        Some(f) => f.metadata()?.len(),
+        None => 0,
+    };
+    let reader = IndexReader {
+        file,
+        count: record_count(idx_len),
+    };
+    let mut n = reader.count;
+    let mut last = None;
+    while n > 0 {
+        let mut b = [0u8; RECORD_LEN as usize];
+        reader.file.read_exact_at(&mut b, record_pos(n - 1))?;
+        let fits = |a: &Append| {
+            a.start >= segment_start
+                && a.end() <= segment_start + log_len
+                && ends_on_char(log_file.as_ref(), a.end() - segment_start, a.len).unwrap_or(false)
+        };
+        match Append::decode(&b) {
+            Some(a) if fits(&a) => {
+                last = Some(a);
+                break;
+            }
+            _ => n -= 1,
+        }
+    }
+    let keep_idx = record_pos(n);
+    let keep_log = last.map_or(0, |a| a.end() - segment_start);
+    if idx_len > keep_idx {
+        reader.file.set_len(keep_idx)?;
+    }
+    if let Some(f) = &log_file
+        && log_len > keep_log
+    {
+        f.set_len(keep_log)?;
+    }
+    Ok(Repaired {
+        records: n,
+        log_len: keep_log,
+        last,
+        cut_records: reader.count - n,
+        cut_index_bytes: idx_len - keep_idx,
+        cut_log_bytes: log_len.saturating_sub(keep_log),
+    })
+}
+
+/// Whether the `len` bytes of an append ending at `end` (a position in the
+/// log) end on a whole UTF-8 character: the last 1-4 bytes are read.
+fn ends_on_char(log: Option<&File>, end: u64, len: u32) -> io::Result<bool> {
+    let Some(log) = log else { return Ok(len == 0) };
+    let n = u64::from(len).min(4);
+    let mut b = [0u8; 4];
+    let b = &mut b[..n as usize];
+    log.read_exact_at(b, end - n)?;
+    Ok(crate::utf8::complete_prefix_len(b) == b.len())
+}
+
+/// Writes a fresh index for a log from before the index existed (or whose
+/// index was lost): the log, cut back to its last whole character, becomes
+/// one append per 4 GiB (the record length's limit) with the given time and
+/// consecutive SEQs from `first_seq`, no pipe. Returns the records written.
+pub fn synthesize(idx: &Path, log: &Path, segment_start: u64, first_seq: u64, ts_ms: i64) -> io::Result<Vec<Append>> {
+    let log_file = OpenOptions::new().read(true).write(true).open(log)?;
+    let mut len = log_file.metadata()?.len();
+    let tail_n = len.min(4);
+    let mut b = [0u8; 4];
+    log_file.read_exact_at(&mut b[..tail_n as usize], len - tail_n)?;
+    let whole = crate::utf8::complete_prefix_len(&b[..tail_n as usize]) as u64;
+    if whole < tail_n {
+        len -= tail_n - whole;
+        log_file.set_len(len)?;
+    }
+    let mut records = Vec::new();
+    let mut at = 0u64;
+    while at < len {
+        let piece = (len - at).min(u64::from(u32::MAX));
+        records.push(Append {
+            start: segment_start + at,
+            seq: first_seq + records.len() as u64,
+            ts_ms,
+            len: piece as u32,
+            pipe: None,
+        });
+        at += piece;
+    }
+    let f = create(idx)?;
+    write_records(&f, 0, &records)?;
+    Ok(records)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(start: u64, len: u32, seq: u64) -> Append {
+        Append {
+            start,
+            seq,
+            ts_ms: 1_000 + seq as i64,
+            len,
+            pipe: Some(StreamKind::Stderr),
+        }
+    }
+
+    fn write_pair(dir: &Path, text: &[u8], records: &[Append]) -> (std::path::PathBuf, std::path::PathBuf) {
+        let (idx, log) = (dir.join("a.idx"), dir.join("a.log"));
+        std::fs::write(&log, text).expect("log");
+        let f = create(&idx).expect("index");
+        write_records(&f, 0, records).expect("records");
+        (idx, log)
+    }
+
+    #[test]
+    fn records_round_trip_and_garbage_is_refused() {
+        let a = rec(7, 3, 9);
+        assert_eq!(Append::decode(&a.encode()), Some(a));
+        let mut b = a.encode();
+        b[28] = 3;
+        assert_eq!(Append::decode(&b), None);
+        let mut b = a.encode();
+        b[30] = 1;
+        assert_eq!(Append::decode(&b), None);
+    }
+
+    #[test]
+    fn lookups_are_binary_searches_over_time_and_offset() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let records: Vec<_> = (0..100).map(|i| rec(i * 10, 10, i)).collect();
+        let (idx, _) = write_pair(dir.path(), &[b'x'; 1000], &records);
+        let r = IndexReader::open(&idx).expect("open");
+        assert_eq!(r.count(), 100);
+        assert_eq!(r.get(42).expect("get"), records[42]);
+        assert_eq!(r.read(98, 10).expect("read"), records[98..].to_vec());
+        assert_eq!(r.first_at_or_after(1_050).expect("search"), 50);
+        assert_eq!(r.first_after(1_050).expect("search"), 51);
+        assert_eq!(r.first_at_or_after(5_000).expect("search"), 100);
+        assert_eq!(r.first_ending_after(0).expect("search"), 0);
+        assert_eq!(r.first_ending_after(15).expect("search"), 1);
+        assert_eq!(r.first_ending_after(20).expect("search"), 2);
+        assert_eq!(IndexReader::open_with_count(&idx, 5).expect("open").count(), 5);
+    }
+
+    #[test]
+    fn repair_cuts_a_partial_record_and_log_bytes_past_the_last_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (idx, log) = write_pair(dir.path(), b"helloworld+torn", &[rec(0, 5, 1), rec(5, 5, 2)]);
+        let f = open_for_writing(&idx).expect("open");
+        f.write_all_at(&[1, 2, 3], record_pos(2)).expect("partial record");
+        let r = repair(&idx, &log, 0).expect("repair");
+        assert_eq!((r.records, r.log_len, r.cut_records), (2, 10, 0));
+        assert_eq!((r.cut_index_bytes, r.cut_log_bytes), (3, 5));
+        assert_eq!(std::fs::read(&log).expect("log"), b"helloworld");
+        assert_eq!(std::fs::metadata(&idx).expect("idx").len(), record_pos(2));
+        assert!(!repair(&idx, &log, 0).expect("again").cut_anything());
+    }
+
+    #[test]
+    fn repair_drops_records_whose_bytes_never_reached_the_log() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // The last record says 5 bytes at 10, the log has 2 of them; the
+        // one before ends inside "é" (a torn character).
+        let text = "hello\u{e9}xyz".as_bytes()[..8].to_vec(); // "hello" + é + "x" … cut
+        let (idx, log) = write_pair(
+            dir.path(),
+            &text,
+            &[rec(0, 5, 1), rec(5, 2, 2), rec(7, 1, 3), rec(8, 5, 4)],
+        );
+        let r = repair(&idx, &log, 0).expect("repair");
+        assert_eq!((r.records, r.log_len, r.cut_records), (3, 8, 1));
+        let (idx2, log2) = (dir.path().join("b.idx"), dir.path().join("b.log"));
+        std::fs::write(&log2, &"hello\u{e9}".as_bytes()[..6]).expect("log");
+        write_records(&create(&idx2).expect("idx"), 0, &[rec(100, 5, 1), rec(105, 1, 2)]).expect("records");
+        let r = repair(&idx2, &log2, 100).expect("repair");
+        assert_eq!(
+            (r.records, r.log_len),
+            (1, 5),
+            "a record ending inside a character is dropped"
+        );
+        assert_eq!(std::fs::read(&log2).expect("log"), b"hello");
+    }
+
+    #[test]
+    fn a_log_without_an_index_becomes_one_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (idx, log) = (dir.path().join("c.idx"), dir.path().join("c.log"));
+        std::fs::write(&log, &"ab\u{20ac}".as_bytes()[..4]).expect("log");
+        let recs = synthesize(&idx, &log, 0, 77, 5).expect("synthesize");
+        assert_eq!(
+            recs,
+            vec![Append {
+                start: 0,
+                seq: 77,
+                ts_ms: 5,
+                len: 2,
+                pipe: None
+            }]
+        );
+        assert_eq!(std::fs::read(&log).expect("log"), b"ab", "the torn character is cut");
+        assert_eq!(IndexReader::open(&idx).expect("open").read(0, 9).expect("read"), recs);
+        assert!(!repair(&idx, &log, 0).expect("repair").cut_anything());
+    }
+}
