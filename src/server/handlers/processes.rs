@@ -91,7 +91,7 @@ pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
 /// `?status=running,queued`: one status or a comma list. Empty is a 400
 /// like any other bad value (regression: `?status=` listed everything,
 /// so a client that built an empty list got every record).
-pub fn status_filter(s: &str) -> Result<StatusSet, ApiError> {
+fn status_filter(s: &str) -> Result<StatusSet, ApiError> {
     s.parse::<StatusSet>()
         .map_err(|e| ApiError::bad_request("invalid_query", format!("query parameter `status`: {e}")))
 }
