@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::Status;
+use crate::model::{Status, StatusSet};
 
 /// prochub: register long-running processes, push their output, follow it live.
 #[derive(Debug, Parser)]
@@ -187,8 +187,9 @@ pub struct FollowArgs {
 pub struct LsArgs {
     #[arg(long, short)]
     pub workspace: Option<String>,
+    /// Only these statuses: one or a comma list (`running,queued`).
     #[arg(long, short)]
-    pub status: Option<Status>,
+    pub status: Option<StatusSet>,
     /// At most this many rows.
     #[arg(long)]
     pub limit: Option<usize>,

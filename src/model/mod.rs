@@ -10,7 +10,7 @@
 //! * [`workspace`]: the [`Workspace`] record.
 //! * [`request`]: create bodies and [`ProcessPatch`], applied in one place.
 //! * [`event`]: [`LifecycleEvent`], [`StreamKind`].
-//! * [`query`]: [`ListQuery`], [`Page`], [`OutputRange`], [`OutputQuery`].
+//! * [`query`]: [`ListQuery`] (with its [`StatusSet`]), [`Page`], [`OutputRange`], [`OutputQuery`].
 //! * [`server_info`]: [`ServerInfo`], the contents of `DIR/server.json`.
 
 pub mod event;
@@ -25,7 +25,7 @@ pub mod workspace;
 pub use event::{EventKind, LifecycleEvent, StreamKind};
 pub use id::{Id, IdError};
 pub use process::{Process, Status, StatusInfo};
-pub use query::{ListQuery, OutputQuery, OutputRange, Page};
+pub use query::{ListQuery, OutputQuery, OutputRange, Page, StatusSet};
 pub use request::{NewProcess, NewWorkspace, PatchError, ProcessPatch, merge_metadata, merge_patch};
 pub use server_info::{SERVER_JSON, ServerInfo};
 pub use time::{Timestamp, format_duration, format_ts, now, parse_duration, ts};

@@ -1,17 +1,91 @@
 //! Query shapes shared by the store (which answers them) and the client
 //! (which asks them): a page of the process list, a read of output.
 
+use std::fmt;
+use std::str::FromStr;
+
 use super::{Process, Status, StreamKind, Timestamp};
 
 /// A list request (`GET /api/processes?workspace=&status=&limit=&cursor=`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListQuery {
     pub workspace: Option<String>,
-    pub status: Option<Status>,
+    /// Only processes whose status is in the set; None means any.
+    pub status: Option<StatusSet>,
     /// Page size; None means the server's default.
     pub limit: Option<usize>,
     /// Opaque position returned as `next_cursor` by the previous page.
     pub cursor: Option<String>,
+}
+
+/// A set of statuses, the `?status=running,queued` filter: a bitset over
+/// the five, so testing a record costs one AND. Written and parsed as a
+/// comma list (`FromStr`/`Display`), in [`Status::ALL`] order when written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct StatusSet(u8);
+
+impl StatusSet {
+    pub const EMPTY: StatusSet = StatusSet(0);
+
+    fn bit(s: Status) -> u8 {
+        1 << (s as u8)
+    }
+
+    pub fn contains(self, s: Status) -> bool {
+        self.0 & Self::bit(s) != 0
+    }
+
+    pub fn insert(&mut self, s: Status) {
+        self.0 |= Self::bit(s);
+    }
+
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The members, in [`Status::ALL`] order.
+    pub fn iter(self) -> impl Iterator<Item = Status> {
+        Status::ALL.into_iter().filter(move |s| self.contains(*s))
+    }
+}
+
+impl From<Status> for StatusSet {
+    fn from(s: Status) -> Self {
+        StatusSet(Self::bit(s))
+    }
+}
+
+impl FromIterator<Status> for StatusSet {
+    fn from_iter<I: IntoIterator<Item = Status>>(iter: I) -> Self {
+        let mut set = StatusSet::EMPTY;
+        iter.into_iter().for_each(|s| set.insert(s));
+        set
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, s) in self.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            f.write_str(s.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// `running,queued`: one or more statuses separated by commas, nothing
+/// else (no spaces, no empty item), so that what is accepted is exactly
+/// what the OpenAPI pattern says. A repeated status is harmless.
+impl FromStr for StatusSet {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        if s.is_empty() {
+            return Err("empty status list (give one or more of queued, running, completed, failed, cancelled, separated by commas)".into());
+        }
+        s.split(',').map(str::parse::<Status>).collect()
+    }
 }
 
 /// One page of processes, newest first.
@@ -69,5 +143,27 @@ impl OutputQuery {
             timestamps: false,
             stream: None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_sets_parse_and_print_as_comma_lists() {
+        let set: StatusSet = "running,queued,running".parse().unwrap();
+        assert!(set.contains(Status::Running) && set.contains(Status::Queued));
+        assert!(!set.contains(Status::Failed));
+        assert_eq!(set.to_string(), "queued,running");
+        assert_eq!(StatusSet::from(Status::Failed).to_string(), "failed");
+        for bad in ["", ",", "running,", ",running", "running, queued", "Running", "stauts"] {
+            assert!(bad.parse::<StatusSet>().is_err(), "{bad:?} parsed");
+        }
+        let err = "running,nope".parse::<StatusSet>().unwrap_err();
+        assert!(err.contains("\"nope\""), "{err}");
+        let all: StatusSet = Status::ALL.into_iter().collect();
+        assert_eq!(all.iter().count(), 5);
+        assert!(StatusSet::EMPTY.is_empty());
     }
 }

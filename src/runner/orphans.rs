@@ -111,7 +111,7 @@ impl Runner {
     fn running_commands(&self) -> Result<Vec<Id>, StoreError> {
         let mut ids = Vec::new();
         let mut query = ListQuery {
-            status: Some(Status::Running),
+            status: Some(Status::Running.into()),
             limit: Some(MAX_LIMIT),
             ..Default::default()
         };

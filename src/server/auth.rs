@@ -18,7 +18,7 @@ pub fn check(token: Option<&str>, headers: &HeaderMap, query: &Query) -> Result<
         let (scheme, rest) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then(|| rest.trim())
     });
-    let given = from_header.or_else(|| query.get("access_token"));
+    let given = from_header.or_else(|| query.access_token());
     match given {
         // An empty configured token matches nothing (fails closed); `serve`
         // refuses to start with one.

@@ -4,7 +4,9 @@
 //! # How it stays true
 //! * The test below walks the router's `router::PATTERNS` and
 //!   every method each route allows, and fails on any route or method the
-//!   document lacks, or any path it has that the router does not.
+//!   document lacks, or any path it has that the router does not; and on
+//!   any operation whose query parameters are not exactly the route's
+//!   `Route::params` (the set the router enforces).
 //! * `scripts/schemathesis` (run by `.ci/run`) drives a real server with
 //!   requests generated from this document and checks every response
 //!   against it: status codes, content types, headers, bodies.
@@ -29,6 +31,12 @@ const NAME_PATTERN: &str =
     "[^\\t\\n\\u000b\\f\\r \\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000]";
 /// A list cursor: `<seconds>.<nanoseconds>.<id>`, or the older `<millis>.<id>`.
 const CURSOR_PATTERN: &str = "^$|^(-?[0-9]{1,11}\\.[0-9]{1,9}|-?[0-9]{1,14})\\.[A-Za-z0-9_-]{1,64}$";
+/// A status list (`running,queued`), as `model::StatusSet` parses it.
+const STATUS_LIST_PATTERN: &str =
+    "^(queued|running|completed|failed|cancelled)(,(queued|running|completed|failed|cancelled))*$";
+/// `Prochub-Elided: A-B`.
+const RANGE_PATTERN: &str = "^[0-9]{1,20}-[0-9]{1,20}$";
+
 /// A humantime duration such as `7d`, `2h 30m` or `90s` (the common forms),
 /// or a bare `0`.
 const DURATION_PATTERN: &str = concat!(
@@ -214,7 +222,7 @@ fn unsupported() -> Value {
 
 fn bad_id() -> Value {
     error(
-        "Bad id in the path, or a bad query parameter",
+        "A bad id in the path",
         &["invalid_id", "invalid_query", "invalid_encoding", "malformed_request"],
     )
 }
@@ -264,7 +272,7 @@ fn paths() -> Value {
         "/api/processes": {
             "get": op("listProcesses", "Processes, newest first, a page at a time", "processes", vec![
                 query("workspace", "Only this workspace's processes (empty: all)", json!({ "type": "string", "pattern": "^[A-Za-z0-9_-]{0,64}$" })),
-                query("status", "Only processes with this status (empty: all)", json!({ "type": "string", "enum": ["queued", "running", "completed", "failed", "cancelled", ""] })),
+                query("status", "Only processes with one of these statuses: one, or a comma list (`running,queued`); absent: all", json!({ "type": "string", "pattern": STATUS_LIST_PATTERN })),
                 query("limit", "Page size (default 1000)", json!({ "type": "integer", "minimum": 1, "maximum": 10000 })),
                 query("cursor", "Where the page starts: the `cursor` of the previous page's `Link` (empty: the start)", json!({ "type": "string", "pattern": CURSOR_PATTERN })),
             ], None, json!({
@@ -309,19 +317,31 @@ fn paths() -> Value {
             })),
         },
         "/api/processes/{id}/output": {
-            "get": op("readOutput", "The stored output", "output", vec![
+            "get": op("readOutput", "The stored output, filtered in this order: the byte range (`offset` or `tail`), the appends stored in `since..=until`, those of one `stream`, the last `lines` lines of that; with `timestamps`, each line prefixed by its append's time", "output", vec![
                 process_id(),
                 query("offset", "From this byte offset (not with `tail`)", u64_schema()),
                 query("tail", "The last N bytes (not with `offset`)", u64_schema()),
+                query("since", "Only appends stored at or after this time: a humantime duration back from now (`10m`, `2h 30m`; `M` is months, `m` minutes) or an RFC 3339 time", json!({ "type": "string", "minLength": 1 })),
+                query("until", "Only appends stored at or before this time (as `since`)", json!({ "type": "string", "minLength": 1 })),
+                query("lines", "Only the last N lines of what the other parameters select (a last line without `\\n` counts)", u64_schema()),
+                query("timestamps", "Prefix each line with the RFC 3339 time (UTC, milliseconds) of the append its first byte is in, and a space", json!({ "type": "string", "enum": ["true", "false", "1", "0", ""] })),
+                query("stream", "Only appends from this pipe (appends without one are left out)", json!({ "type": "string", "enum": ["stdout", "stderr"] })),
             ], None, json!({
                 "200": {
-                    "description": "The output as UTF-8 text; a range starting inside a character starts at the next one",
+                    "description": "The output as UTF-8 text; a range starting inside a character starts at the next one. Where the range crosses the elided middle of a capped output, one line `[… N bytes elided …]` stands for it",
+                    "headers": {
+                        "Prochub-Output-End": { "description": "Where the stored output ended when the read began: a follower continues with `?from=N`", "required": true, "schema": u64_schema() },
+                        "Prochub-Elided": { "description": "`A-B`: the range includes the elided bytes `[A, B)`", "schema": { "type": "string", "pattern": RANGE_PATTERN } },
+                    },
                     "content": { "text/plain": { "schema": { "type": "string" } } },
                 },
-                "400": error("A bad id, a bad offset or tail, or both given", &["invalid_id", "invalid_query", "invalid_encoding"]),
+                "400": error("A bad id, a bad parameter value, or both `offset` and `tail`", &["invalid_id", "invalid_query", "invalid_encoding"]),
                 "404": error("No such process", &["not_found"]),
             })),
-            "post": op("appendOutput", "Append output to a running process", "output", vec![process_id()], Some(json!({
+            "post": op("appendOutput", "Append output to a running process", "output", vec![
+                process_id(),
+                query("at", "Append only if the stored output ends at this offset (a producer's safe retry): else 409 `offset_mismatch` with the current `output_bytes`. A 409 whose `output_bytes` is `at` plus the content's length means an earlier attempt was stored", u64_schema()),
+            ], Some(json!({
                 "required": true,
                 "content": {
                     "application/json": { "schema": schema("Append") },
@@ -331,7 +351,7 @@ fn paths() -> Value {
                 "202": json_response("Appended", schema("Appended")),
                 "400": bad_body(),
                 "404": error("No such process", &["not_found"]),
-                "409": error("The process is not running", &["not_running"]),
+                "409": error("The process is not running, or `at` is not where its output ends (`output_bytes` says where)", &["not_running", "offset_mismatch"]),
                 "413": too_large(),
                 "415": unsupported(),
             })),
@@ -350,7 +370,7 @@ fn paths() -> Value {
                 query("from", "Replay stored output from this byte offset first (`Last-Event-ID` wins when both are sent)", u64_schema()),
                 json!({ "name": "Last-Event-ID", "in": "header", "required": false, "description": "Resume after this byte offset (EventSource sends it on reconnect)", "schema": { "type": "string", "pattern": "^\\s*[0-9]{1,19}\\s*$" } }),
             ], None, json!({
-                "200": sse_response("Starts with `retry: 2000`. Events: `chunk` (`id:` is the byte offset after it; data `{content, stream?}`), `lagged` (data `{from, to}`: output that was never stored went by), `status` (data: the final status, duration, result, error, exit code), `done` (data `{process_id}`; the stream then ends), `heartbeat` (data `{}`, while idle). A running process streams until it finishes; a finished one gets `status` and `done` at once."),
+                "200": sse_response("Starts with `retry: 2000`. Events: `chunk` (`id:` is the byte offset after it; data `{content, ts, stream?}`: `ts` when the server stored the append, RFC 3339 UTC with milliseconds; `stream` the pipe, when it has one), `lagged` (data `{from, to}`: output that was never stored went by), `status` (data: the final status, duration, result, error, exit code), `done` (data `{process_id}`; the stream then ends), `heartbeat` (data `{}`, while idle). A running process streams until it finishes; a finished one gets `status` and `done` at once."),
                 "400": error("A bad id, `from` or `Last-Event-ID`", &["invalid_id", "invalid_query", "invalid_last_event_id", "invalid_encoding"]),
                 "404": error("No such process", &["not_found"]),
             })),
@@ -423,6 +443,7 @@ fn schemas() -> Value {
                 "code": { "type": "string", "description": "For programs" },
                 "field": { "type": "string", "description": "The invalid field (`invalid_field` from the store)" },
                 "existing": schema("Process"),
+                "output_bytes": { "type": "integer", "minimum": 0, "description": "Where the output ends (`offset_mismatch`)" },
             },
             "additionalProperties": false,
         },
@@ -463,7 +484,7 @@ fn schemas() -> Value {
         "Process": {
             "type": "object",
             "required": ["id", "workspace", "name", "status", "created_at", "updated_at", "started_at", "ended_at",
-                "duration", "result", "error", "metadata", "command", "exit_code", "output_bytes", "output_truncated"],
+                "duration", "result", "error", "metadata", "command", "exit_code", "output_bytes", "output_truncated", "output_elided"],
             "properties": {
                 "id": schema("Id"),
                 "workspace": schema("Id"),
@@ -480,8 +501,9 @@ fn schemas() -> Value {
                 "command": { "type": ["array", "null"], "items": { "type": "string" } },
                 "exit_code": { "type": ["integer", "null"] },
                 "exit_signal": { "type": "string", "description": "The signal that killed a server-run command, when one did" },
-                "output_bytes": { "type": "integer", "minimum": 0 },
-                "output_truncated": { "type": "boolean" },
+                "output_bytes": { "type": "integer", "minimum": 0, "description": "Byte offset of the end of the output: every byte appended, stored or elided" },
+                "output_truncated": { "type": "boolean", "description": "The output passed `--max-output`: its middle is no longer stored" },
+                "output_elided": { "type": "integer", "minimum": 0, "description": "Bytes between the kept head and the kept tail that are no longer stored" },
             },
             "additionalProperties": false,
         },
@@ -531,7 +553,10 @@ fn schemas() -> Value {
         "Append": {
             "type": "object",
             "required": ["content"],
-            "properties": { "content": { "type": "string" } },
+            "properties": {
+                "content": { "type": "string" },
+                "stream": { "type": ["string", "null"], "enum": ["stdout", "stderr", null], "description": "The pipe the content came from" },
+            },
             "additionalProperties": false,
         },
         "Appended": {
@@ -587,6 +612,43 @@ fn with_origin_refusals(mut paths: Value) -> Value {
     paths
 }
 
+/// Adds the query-string refusals (`server::url::Query::check`) to every
+/// operation's 400: every operation refuses a parameter it does not list,
+/// a repeated one, and a bad percent-escape, next to its own 400 codes.
+fn with_query_refusals(mut paths: Value) -> Value {
+    const WHY: &str = "an unknown or repeated query parameter, or a bad percent-escape";
+    const CODES: [&str; 2] = ["invalid_query", "invalid_encoding"];
+    for methods in paths.as_object_mut().expect("paths").values_mut() {
+        for op in methods.as_object_mut().expect("operations").values_mut() {
+            let responses = op["responses"].as_object_mut().expect("responses");
+            let refusal = match responses.get("400").and_then(|r| r["description"].as_str()) {
+                Some(own) => {
+                    let (text, codes) = own
+                        .rsplit_once(" (code ")
+                        .expect("400 descriptions end with their codes");
+                    let mut codes: Vec<String> = codes.trim_end_matches(')').split(", ").map(str::to_owned).collect();
+                    for c in CODES.map(|c| format!("`{c}`")) {
+                        if !codes.contains(&c) {
+                            codes.push(c);
+                        }
+                    }
+                    json!({
+                        "description": format!("{text}; or {WHY} (code {})", codes.join(", ")),
+                        "content": { "application/json": { "schema": schema("Error") } },
+                    })
+                }
+                None => {
+                    let mut why = WHY.to_owned();
+                    why[..1].make_ascii_uppercase();
+                    error(&why, &CODES)
+                }
+            };
+            responses.insert("400".into(), refusal);
+        }
+    }
+    paths
+}
+
 fn document() -> Value {
     json!({
         "openapi": "3.1.0",
@@ -600,7 +662,9 @@ fn document() -> Value {
                 every `/api`, `/ws` and `/metrics` request needs `Authorization: Bearer T` or `?access_token=T`. \
                 Browser safety: a `Host` that is not this server is a 421 `misdirected_host`; an `Origin` that is \
                 neither this server nor `--cors-origin` is a 403 `forbidden_origin` on every method but GET/HEAD/OPTIONS \
-                and on `/ws`. Requests without `Origin` are unaffected.",
+                and on `/ws`. Requests without `Origin` are unaffected. Query strings are strict, like bodies: a \
+                parameter an operation does not list (but `access_token`, wherever the token applies) is a 400 \
+                `invalid_query` naming it, and so is a parameter given twice.",
         },
         "servers": [{ "url": "/" }],
         "security": [{ "bearer": [] }, { "access_token": [] }],
@@ -608,7 +672,7 @@ fn document() -> Value {
             { "name": "health" }, { "name": "workspaces" }, { "name": "processes" },
             { "name": "output" }, { "name": "events" }, { "name": "operations" },
         ],
-        "paths": with_origin_refusals(paths()),
+        "paths": with_query_refusals(with_origin_refusals(paths())),
         "components": {
             "schemas": schemas(),
             "securitySchemes": {
@@ -622,6 +686,8 @@ fn document() -> Value {
 #[cfg(test)]
 mod tests {
     use super::super::router::{PATTERNS, Route};
+    use std::collections::BTreeSet;
+
     use super::super::url::segments;
     use super::*;
 
@@ -666,6 +732,36 @@ mod tests {
         }
         for key in paths.keys() {
             assert!(keys.contains(key), "{key} is documented but no route has it");
+        }
+    }
+
+    /// The query parameters of every operation are exactly those the
+    /// router lets through (`Route::params`), and every operation says it
+    /// refuses the others.
+    #[test]
+    fn every_operation_documents_exactly_the_parameters_it_accepts() {
+        let doc = document();
+        for pattern in PATTERNS {
+            let (sample, key) = sample_and_key(pattern);
+            let route = Route::parse(&segments(&sample).expect("segments")).expect("a listed pattern parses");
+            for method in route.allow().split(", ").filter(|m| !matches!(*m, "HEAD" | "OPTIONS")) {
+                let op = &doc["paths"][&key][method.to_ascii_lowercase()];
+                let documented: BTreeSet<&str> = op["parameters"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|p| p["in"] == "query")
+                    .map(|p| p["name"].as_str().expect("a name"))
+                    .collect();
+                let m = http::Method::from_bytes(method.as_bytes()).expect("a method");
+                let params = route
+                    .params(&m)
+                    .unwrap_or_else(|| panic!("{method} {key} has no `Route::params`"));
+                let accepted: BTreeSet<&str> = params.once.iter().chain(params.repeated).copied().collect();
+                assert_eq!(documented, accepted, "{method} {key}");
+                let refusal = op["responses"]["400"]["description"].as_str().unwrap_or_default();
+                assert!(refusal.contains("`invalid_query`"), "{method} {key}: {refusal}");
+            }
         }
     }
 

@@ -1,6 +1,7 @@
 //! Routing by hand: the decoded path picks a [`Route`], the method picks
 //! the handler (or a 405 with `Allow`). The `Host`/`Origin` guard, auth
-//! and CORS wrap every route; every error, including a bad path, leaves
+//! and CORS wrap every route, and the query string is checked against the
+//! route's [`Route::params`]; every error, including a bad path, leaves
 //! here as JSON.
 
 use std::sync::Arc;
@@ -11,7 +12,7 @@ use hyper::body::Incoming;
 use super::error::ApiError;
 use super::handlers::{health, output, processes, workspaces};
 use super::response::Resp;
-use super::url::{Query, segments};
+use super::url::{self, Params, Query, segments};
 use super::{App, access_log, auth, cors, events, limits, openapi, origin, scrape, sse, ws};
 use crate::model::Id;
 
@@ -77,6 +78,36 @@ impl Route {
             Route::Process(_) => "GET, HEAD, PATCH, DELETE, OPTIONS",
             Route::Cancel(_) | Route::Prune => "POST, OPTIONS",
         }
+    }
+
+    /// The query parameters `method` on this route accepts (besides
+    /// `access_token` where auth applies); None for a method the route
+    /// does not allow (its 405 comes from `dispatch`). The sets of the
+    /// handlers here sit beside the code that reads them; the OpenAPI test
+    /// checks the document lists exactly these for every route and method.
+    pub fn params(&self, method: &Method) -> Option<Params> {
+        use Method as M;
+        use Route as R;
+        // HEAD is GET, as in `dispatch` (but on `/ws`, where it is a 405).
+        let method = if method == M::HEAD && *self != R::Ws {
+            &M::GET
+        } else {
+            method
+        };
+        Some(match (method, self) {
+            (&M::DELETE, R::Workspace(_)) => workspaces::DELETE_PARAMS,
+            (&M::GET, R::Processes) => processes::LIST_PARAMS,
+            (&M::POST, R::Prune) => processes::PRUNE_PARAMS,
+            (&M::GET, R::Output(_)) => url::OUTPUT_READ_PARAMS,
+            (&M::POST, R::Output(_)) => url::OUTPUT_APPEND_PARAMS,
+            (&M::GET, R::Stream(_)) => url::FOLLOW_PARAMS,
+            (&M::GET, R::Events | R::Ws) => url::EVENTS_PARAMS,
+            (&M::GET, R::Health | R::Workspaces | R::Workspace(_) | R::Process(_))
+            | (&M::GET, R::Metrics | R::OpenApi)
+            | (&M::POST, R::Workspaces | R::Processes | R::Cancel(_))
+            | (&M::PATCH | &M::DELETE, R::Process(_)) => url::NO_PARAMS,
+            _ => return None,
+        })
     }
 
     /// The route's pattern, as `/api/processes/:id`: the `route` label of
@@ -156,7 +187,7 @@ async fn route_and_dispatch(
     // and `/ws` (as routed, so `/%77s` too) is refused before its upgrade.
     let to_ws = matches!(parsed, Ok(Route::Ws));
     origin::check(&app.hosts, app.config.cors_origin.as_deref(), &req, to_ws)?;
-    let query = Query::parse(req.uri().query())?;
+    let mut query = Query::parse(req.uri().query())?;
     let protected = matches!(segs.first().map(String::as_str), Some("api" | "ws" | "metrics"));
     // Preflights carry no credentials: answer them before auth.
     if req.method() != Method::OPTIONS && protected {
@@ -165,6 +196,12 @@ async fn route_and_dispatch(
     let route = parsed?;
     if req.method() == Method::OPTIONS {
         return Ok(cors::preflight(app.config.cors_origin.as_deref(), route.allow()));
+    }
+    // After auth (a stranger learns nothing about the parameters), before
+    // the handler (a refused request changes nothing). A method the route
+    // does not allow goes on to its 405.
+    if let Some(params) = route.params(req.method()) {
+        query.check(params, protected)?;
     }
     dispatch(app, req, route, query).await
 }

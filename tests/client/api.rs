@@ -152,7 +152,7 @@ async fn every_call_against_a_real_server() {
     let done = c
         .list_all(
             &ListQuery {
-                status: Some(Status::Completed),
+                status: Some(Status::Completed.into()),
                 ..Default::default()
             },
             None,

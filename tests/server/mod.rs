@@ -11,6 +11,7 @@ mod follow;
 mod hostile;
 mod ops;
 mod process;
+mod query;
 mod rest;
 mod security;
 mod shutdown;

@@ -118,7 +118,7 @@ async fn five_hundred_processes_list_filter_and_paginate_exactly() {
         .unwrap();
     let failed = store
         .list_processes(&ListQuery {
-            status: Some(Status::Failed),
+            status: Some(Status::Failed.into()),
             ..Default::default()
         })
         .unwrap();

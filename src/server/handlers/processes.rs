@@ -8,10 +8,10 @@ use http::{Request, StatusCode};
 use hyper::body::Incoming;
 use serde_json::json;
 
-use crate::model::{Id, NewProcess, ProcessPatch, Status};
+use crate::model::{Id, NewProcess, ProcessPatch, Status, StatusSet};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
-use crate::server::url::{Query, encode_component};
+use crate::server::url::{Params, Query, encode_component};
 use crate::server::{App, body};
 use crate::store::{ListQuery, MAX_LIMIT, Retention};
 
@@ -49,17 +49,13 @@ pub async fn create(app: &Arc<App>, req: Request<Incoming>) -> Result<Resp, ApiE
     Ok(resp)
 }
 
+/// The parameters of [`list`].
+pub const LIST_PARAMS: Params = Params::once(&["workspace", "status", "limit", "cursor"]);
+
 /// Newest first; `Link: <…>; rel="next"` when more pages follow. A record
 /// deleted while the page is being written is left out.
 pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
-    let status = q
-        .get("status")
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<Status>()
-                .map_err(|e| ApiError::bad_request("invalid_query", e))
-        })
-        .transpose()?;
+    let status = q.get("status").map(status_filter).transpose()?;
     let limit = q
         .u64("limit")?
         .map(|n| match usize::try_from(n) {
@@ -92,14 +88,24 @@ pub fn list(app: &App, q: &Query) -> Result<Resp, ApiError> {
     Ok(resp)
 }
 
-/// The `Link` of the next page: same filters, the new cursor.
+/// `?status=running,queued`: one status or a comma list. Empty is a 400
+/// like any other bad value (regression: `?status=` listed everything,
+/// so a client that built an empty list got every record).
+fn status_filter(s: &str) -> Result<StatusSet, ApiError> {
+    s.parse::<StatusSet>()
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query parameter `status`: {e}")))
+}
+
+/// The `Link` of the next page: same filters, the new cursor. The status
+/// list's commas are encoded: a `Link` header separates its links by
+/// commas.
 fn next_link(q: &ListQuery, cursor: &str) -> String {
     let mut params = Vec::new();
     if let Some(w) = &q.workspace {
         params.push(format!("workspace={}", encode_component(w)));
     }
     if let Some(s) = q.status {
-        params.push(format!("status={s}"));
+        params.push(format!("status={}", encode_component(&s.to_string())));
     }
     if let Some(l) = q.limit {
         params.push(format!("limit={l}"));
@@ -132,6 +138,9 @@ pub async fn cancel(app: &Arc<App>, id: &Id) -> Result<Resp, ApiError> {
     let p = app.runner.cancel(id).await?;
     Ok(response::json(StatusCode::OK, &p))
 }
+
+/// The parameters of [`prune`].
+pub const PRUNE_PARAMS: Params = Params::once(&["max_age", "max_count"]);
 
 /// `POST /api/prune?max_age=7d&max_count=100` → `{removed}`.
 pub async fn prune(app: &Arc<App>, q: &Query) -> Result<Resp, ApiError> {

@@ -8,7 +8,7 @@ use hyper::body::Incoming;
 use crate::model::{Id, NewWorkspace};
 use crate::server::error::ApiError;
 use crate::server::response::{self, Resp};
-use crate::server::url::Query;
+use crate::server::url::{Params, Query};
 use crate::server::{App, body};
 
 /// 201 when created, 200 with the stored record when the id exists.
@@ -29,6 +29,9 @@ pub fn list(app: &App) -> Resp {
 pub fn get(app: &App, id: &Id) -> Result<Resp, ApiError> {
     Ok(response::json(StatusCode::OK, &app.store.get_workspace(id)?))
 }
+
+/// The parameters of [`delete`].
+pub const DELETE_PARAMS: Params = Params::once(&["cascade"]);
 
 pub async fn delete(app: &Arc<App>, id: &Id, q: &Query) -> Result<Resp, ApiError> {
     let cascade = q.bool("cascade")?;

@@ -153,7 +153,7 @@ impl Index {
             // the index.
             let wanted = {
                 let r = crate::sync::lock(&entry.record);
-                q.workspace.as_ref().is_none_or(|w| *w == r.workspace) && q.status.is_none_or(|s| s == r.status)
+                q.workspace.as_ref().is_none_or(|w| *w == r.workspace) && q.status.is_none_or(|s| s.contains(r.status))
             };
             if !wanted {
                 continue;
