@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::model::{Status, StatusSet};
+use crate::model::{Status, StatusSet, StreamKind, Timestamp};
 
 /// prochub: register long-running processes, push their output, follow it live.
 #[derive(Debug, Parser)]
@@ -24,7 +24,8 @@ pub enum Command {
     Submit(SubmitArgs),
     /// Ask the server to run a command, stream its output, exit with its code.
     Run(RunArgs),
-    /// Follow a process's output live.
+    /// Follow a process's output: its last lines (or the stored history the
+    /// flags select, like `docker logs -t --since 10m --tail 100 -f`), then live.
     Follow(FollowArgs),
     /// List processes.
     Ls(LsArgs),
@@ -177,10 +178,44 @@ pub struct RunArgs {
 pub struct FollowArgs {
     pub id: String,
     /// Replay the stored output from the start before following.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "lines")]
     pub from_start: bool,
+    /// Prefix each line with the time the server stored it (RFC 3339 UTC, ms) and a space.
+    #[arg(long, short = 't')]
+    pub timestamps: bool,
+    /// Only output stored since then: a duration back from now (10m, 2h) or an RFC 3339 time.
+    #[arg(long, value_parser = super::history::parse_when, value_name = "DURATION|TIME")]
+    pub since: Option<Timestamp>,
+    /// Only output stored until then (same forms); prints the history and exits.
+    #[arg(long, value_parser = super::history::parse_when, value_name = "DURATION|TIME")]
+    pub until: Option<Timestamp>,
+    /// Start with the last N lines of stored output [default: 10; all with --since].
+    #[arg(long, short = 'n', visible_alias = "tail", value_name = "N")]
+    pub lines: Option<u64>,
+    /// Only one pipe of a server-run command (output pushed without one is left out).
+    #[arg(long, value_enum)]
+    pub stream: Option<Pipe>,
+    /// Print the stored output and exit instead of following it live.
+    #[arg(long)]
+    pub no_follow: bool,
     #[command(flatten)]
     pub client: ClientArgs,
+}
+
+/// A pipe of a server-run command, as `--stream` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pipe {
+    Stdout,
+    Stderr,
+}
+
+impl From<Pipe> for StreamKind {
+    fn from(p: Pipe) -> Self {
+        match p {
+            Pipe::Stdout => StreamKind::Stdout,
+            Pipe::Stderr => StreamKind::Stderr,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Args)]

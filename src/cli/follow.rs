@@ -1,11 +1,22 @@
 //! `prochub follow ID`, and `stream_output`, the printing of a followed
 //! process's output that `prochub run` shares: stdout and stderr chunks to
-//! their own pipes, a status line on a terminal, Ctrl-C, a closed pipe.
+//! their own pipes, a status line on a terminal, Ctrl-C, a closed pipe, a
+//! marker line where the server elided output.
+//!
+//! Without history flags `follow` replays the last lines through the
+//! stream (each pipe to its own output). With `--timestamps`, `--since`,
+//! `--until`, `--lines`, `--stream` or `--no-follow` it reads the history
+//! with `GET …/output` and those filters (see [`super::history`]), then
+//! follows live from where that read ended (`Prochub-Output-End`), so
+//! nothing is missed or printed twice between the two.
 
+use anyhow::Context;
+
+use super::history::{self, LiveView, Stamper};
 use super::print::{self, StatusLine, end_summary, write_chunk};
 use super::{EXIT_BROKEN_PIPE, EXIT_INTERRUPTED, FollowArgs, connect, interrupts};
 use crate::client::{Client, Follower, OutputEvent};
-use crate::model::{OutputRange, StatusInfo};
+use crate::model::{OutputQuery, OutputRange, StatusInfo, StreamKind};
 
 /// Lines of earlier output `follow` shows before going live (like `tail -f`).
 pub const FOLLOW_CONTEXT_LINES: usize = 10;
@@ -17,12 +28,34 @@ const STATUS_LINE_TICK: std::time::Duration = std::time::Duration::from_secs(1);
 pub async fn follow(a: FollowArgs) -> anyhow::Result<u8> {
     let client = connect(&a.client)?;
     let sigint = interrupts()?;
-    let from = if a.from_start {
-        0
-    } else {
-        context_start(&client, &a.id).await?
+    let mut view = LiveView {
+        stream: a.stream.map(StreamKind::from),
+        stamper: None,
     };
-    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false, sigint).await?;
+    let from = match history::query(&a) {
+        None if a.from_start => 0,
+        None => context_start(&client, &a.id).await?,
+        Some(q) => {
+            let read = client.read_output(&a.id, &q).await?;
+            if !history::print(&read.body, q.stream)? {
+                return Ok(EXIT_BROKEN_PIPE);
+            }
+            if a.no_follow || a.until.is_some() {
+                return Ok(0);
+            }
+            if a.timestamps {
+                view.stamper = Some(Stamper::new(read.body.is_empty() || read.body.ends_with('\n')));
+            }
+            read.end.with_context(|| {
+                format!(
+                    "{} sent no Prochub-Output-End header (a server without output history): \
+                     follow without --timestamps/--since/--lines/--stream, or use --no-follow",
+                    client.base_url()
+                )
+            })?
+        }
+    };
+    let outcome = stream_output(&client, client.follow(&a.id, Some(from)), false, sigint, view).await?;
     Ok(if outcome.reader_gone {
         EXIT_BROKEN_PIPE
     } else if outcome.interrupted {
@@ -41,7 +74,10 @@ async fn context_start(client: &Client, id: &str) -> anyhow::Result<u64> {
     if end == 0 {
         return Ok(0);
     }
-    let bytes = client.read_output_bytes(id, OutputRange::From(start)).await?;
+    let bytes = client
+        .read_output_bytes(id, &OutputQuery::range(OutputRange::From(start)))
+        .await?
+        .body;
     let known = &bytes[..bytes.len().min((end - start) as usize)];
     // Skip a trailing newline so "last N lines" counts complete lines.
     let body = known.strip_suffix(b"\n").unwrap_or(known);
@@ -85,8 +121,9 @@ pub(super) async fn stream_output(
     // One SIGINT listener for the whole stream, so that no Ctrl-C falls
     // between two loop iterations.
     mut sigint: tokio::signal::unix::Signal,
+    view: LiveView,
 ) -> anyhow::Result<Outcome> {
-    let mut printer = Printer::new(client, follower.id(), cancel_on_interrupt);
+    let mut printer = Printer::new(client, follower.id(), cancel_on_interrupt, view);
     let mut ticker = tokio::time::interval(STATUS_LINE_TICK);
     let outcome = loop {
         let ended = tokio::select! {
@@ -119,10 +156,12 @@ struct Printer<'a> {
     /// A Ctrl-C already asked the server to cancel.
     cancelling: bool,
     status: Option<StatusInfo>,
+    /// Which chunks are shown, and how.
+    view: LiveView,
 }
 
 impl<'a> Printer<'a> {
-    fn new(client: &'a Client, id: &str, cancel_on_interrupt: bool) -> Self {
+    fn new(client: &'a Client, id: &str, cancel_on_interrupt: bool, view: LiveView) -> Self {
         let tty = print::stdout_is_terminal();
         Printer {
             client,
@@ -132,6 +171,7 @@ impl<'a> Printer<'a> {
             cancel_on_interrupt,
             cancelling: false,
             status: None,
+            view,
         }
     }
 
@@ -147,7 +187,12 @@ impl<'a> Printer<'a> {
     async fn on_event(&mut self, ev: OutputEvent) -> anyhow::Result<Option<Outcome>> {
         self.line.clear();
         match ev {
-            OutputEvent::Chunk { content, stream, .. } => {
+            OutputEvent::Chunk {
+                content, stream, ts, ..
+            } => {
+                let Some(content) = self.view.render(content, stream, ts) else {
+                    return Ok(None);
+                };
                 if !write_chunk(&content, stream)? {
                     self.stop_without_reader().await;
                     return Ok(Some(self.outcome(false, true)));
@@ -155,12 +200,7 @@ impl<'a> Printer<'a> {
                 self.line.wrote(&content);
                 self.line.draw();
             }
-            OutputEvent::Lagged { from, to } => {
-                eprintln!(
-                    "prochub: {} bytes of output were dropped by the server (bytes {from}..{to})",
-                    to - from
-                );
-            }
+            OutputEvent::Lagged { from, to } => history::print_elided(from, to),
             OutputEvent::Status(s) => {
                 if let Some(summary) = end_summary(&s, self.tty, print::stderr_is_terminal()) {
                     eprintln!("{summary}");

@@ -7,6 +7,8 @@
 //! * [`serve`]: `prochub serve`.
 //! * [`run`]: `prochub run -- CMD…`, exiting with the command's code.
 //! * [`follow`]: `prochub follow ID`, and the output printing `run` shares.
+//! * [`history`]: what `follow --timestamps --since --lines --stream` asks
+//!   the server for, and how live output keeps that look.
 //! * [`records`]: `submit`, `ls`, `show`, `rm`, `prune`.
 //! * [`events`]: `prochub events`.
 //! * [`print`](mod@print): how they print (tables, colours, the live status line).
@@ -14,6 +16,7 @@
 pub mod args;
 pub mod events;
 pub mod follow;
+pub mod history;
 pub mod print;
 pub mod records;
 pub mod run;

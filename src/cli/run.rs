@@ -35,7 +35,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<u8> {
     }
     // From byte 0: the command may have printed before we connect.
     let follower = client.follow(&p.id, Some(0));
-    let outcome = stream_output(&client, follower, true, sigint).await?;
+    let outcome = stream_output(&client, follower, true, sigint, Default::default()).await?;
     if outcome.reader_gone {
         return Ok(EXIT_BROKEN_PIPE);
     }

@@ -3,7 +3,6 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
 use http::{Method, header};
 use serde::{Deserialize, Serialize};
 
@@ -13,7 +12,7 @@ use super::follower::Follower;
 use super::link::next_cursor;
 use super::transport::Client;
 use super::url::query;
-use crate::model::{Id, ListQuery, NewProcess, NewWorkspace, OutputRange, Page, Process, ProcessPatch, Workspace};
+use crate::model::{Id, ListQuery, NewProcess, NewWorkspace, Page, Process, ProcessPatch, Workspace};
 
 /// `GET /healthz`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -25,7 +24,7 @@ pub struct Health {
     pub uptime_s: f64,
 }
 
-fn process_path(id: &str) -> Result<String, ClientError> {
+pub(crate) fn process_path(id: &str) -> Result<String, ClientError> {
     Ok(format!("/api/processes/{}", Id::parse(id)?))
 }
 
@@ -120,41 +119,6 @@ impl Client {
     /// [`crate::client::WorkspaceClient::remove`] for the idempotent one).
     pub async fn delete_process(&self, id: &str) -> Result<(), ClientError> {
         self.call(Method::DELETE, &process_path(id)?, None).await.map(drop)
-    }
-
-    /// `POST /api/processes/:id/output`; returns the stored byte count.
-    pub async fn append_output(&self, id: &str, content: &str) -> Result<u64, ClientError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            content: &'a str,
-        }
-        #[derive(Deserialize)]
-        struct Answer {
-            output_bytes: u64,
-        }
-        let path = format!("{}/output", process_path(id)?);
-        let a: Answer = self.json(Method::POST, &path, Some(&Body { content })).await?;
-        Ok(a.output_bytes)
-    }
-
-    /// `GET /api/processes/:id/output` as text. The server stores text, but
-    /// a range edge may cut a character: its bytes become U+FFFD here (use
-    /// [`Client::read_output_bytes`] when offsets must stay exact).
-    pub async fn read_output(&self, id: &str, range: OutputRange) -> Result<String, ClientError> {
-        let bytes = self.read_output_bytes(id, range).await?;
-        Ok(String::from_utf8_lossy(&bytes).into_owned())
-    }
-
-    /// `GET /api/processes/:id/output`, the bytes as stored.
-    pub async fn read_output_bytes(&self, id: &str, range: OutputRange) -> Result<Bytes, ClientError> {
-        let q = match range {
-            OutputRange::All => String::new(),
-            OutputRange::From(n) => format!("?offset={n}"),
-            OutputRange::Tail(n) => format!("?tail={n}"),
-        };
-        let path = format!("{}/output{q}", process_path(id)?);
-        let (_, _, bytes) = self.call(Method::GET, &path, None).await?;
-        Ok(bytes)
     }
 
     /// `POST /api/processes/:id/cancel`; returns the final record.

@@ -29,6 +29,14 @@ pub enum ClientError {
         /// On a 409 for an existing id: the stored record.
         existing: Option<Box<Process>>,
     },
+    /// An append with `at` (`?at=N`) found the stored output ending at
+    /// `output_bytes` instead (409 `offset_mismatch`): what the producer
+    /// believes is stored is wrong. (An answer equal to `at` + the
+    /// content's length means an earlier attempt was stored:
+    /// [`crate::client::Client::append_output_at`] counts that as success
+    /// and never returns this for it.)
+    #[error("{message} (409 offset_mismatch)")]
+    OffsetMismatch { output_bytes: u64, message: String },
     /// The connection broke during a request or a stream.
     #[error("connection to {url} failed: {message}")]
     Transport { url: String, message: String },
@@ -57,6 +65,7 @@ impl ClientError {
         match self {
             ClientError::Api { status, .. } => Some(*status),
             ClientError::Unauthorized { .. } => Some(401),
+            ClientError::OffsetMismatch { .. } => Some(409),
             _ => None,
         }
     }
@@ -112,18 +121,27 @@ struct ErrorBody {
     code: String,
     #[serde(default)]
     existing: Option<Box<Process>>,
+    /// On a 409 `offset_mismatch`: where the stored output ends.
+    #[serde(default)]
+    output_bytes: Option<u64>,
 }
+
+/// The `code` of a 409 answer to an append whose `?at=N` was not the end.
+const OFFSET_MISMATCH: &str = "offset_mismatch";
 
 /// Maps an error status and its body (JSON, or whatever a proxy in between
 /// sent) to [`ClientError::Api`]; empty parts fall back to the status.
 pub(crate) fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
-    let (code, message, existing) = match serde_json::from_slice::<ErrorBody>(bytes) {
-        Ok(b) => (b.code, b.error, b.existing),
+    let (code, message, existing, output_bytes) = match serde_json::from_slice::<ErrorBody>(bytes) {
+        Ok(b) => (b.code, b.error, b.existing, b.output_bytes),
         Err(_) => {
             let text = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]);
-            (String::new(), text.trim().to_owned(), None)
+            (String::new(), text.trim().to_owned(), None, None)
         }
     };
+    if let (StatusCode::CONFLICT, OFFSET_MISMATCH, Some(output_bytes)) = (status, code.as_str(), output_bytes) {
+        return ClientError::OffsetMismatch { output_bytes, message };
+    }
     ClientError::Api {
         status: status.as_u16(),
         code: if code.is_empty() {
@@ -174,5 +192,22 @@ mod tests {
         let e = api_error(StatusCode::BAD_GATEWAY, b"upstream down");
         assert_eq!(e.status(), Some(502));
         assert!(e.is_retryable());
+    }
+
+    #[test]
+    fn an_offset_mismatch_carries_where_the_output_ends() {
+        let e = api_error(
+            StatusCode::CONFLICT,
+            br#"{"error":"output of process \"x\" ends at byte 12, not at 5","code":"offset_mismatch","output_bytes":12}"#,
+        );
+        assert!(
+            matches!(e, ClientError::OffsetMismatch { output_bytes: 12, .. }),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), Some(409));
+        assert!(!e.is_retryable());
+        // Another 409 stays a plain API error.
+        let e = api_error(StatusCode::CONFLICT, br#"{"error":"not running","code":"not_running"}"#);
+        assert!(matches!(e, ClientError::Api { status: 409, .. }), "{e:?}");
     }
 }

@@ -5,6 +5,11 @@
 //! [`super::resumable`]) resumes exactly where the last chunk ended, and
 //! the follower also drops any byte it already delivered: output is seen
 //! exactly once.
+//!
+//! Each chunk carries when the server stored it (`ts`) and, for
+//! server-run commands, its pipe (`stream`), replayed or live (SPEC
+//! section 3); a replay through output no longer stored (the elided
+//! middle of a long log, section 5) yields one [`OutputEvent::Lagged`].
 
 use futures_util::Stream;
 use serde::Deserialize;
@@ -14,7 +19,7 @@ use super::resumable::Resumable;
 use super::sse::SseEvent;
 use super::transport::Client;
 use super::url::query;
-use crate::model::{Id, StatusInfo, StreamKind};
+use crate::model::{Id, StatusInfo, StreamKind, Timestamp};
 
 /// What a follower receives.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,10 +28,16 @@ pub enum OutputEvent {
     Chunk {
         offset: u64,
         content: String,
-        /// `stdout`/`stderr` for live chunks of server-run commands.
+        /// `stdout`/`stderr` for chunks of server-run commands (and of
+        /// appends that named their pipe).
         stream: Option<StreamKind>,
+        /// When the server stored this output (its `ts`); None from a
+        /// server that predates it.
+        ts: Option<Timestamp>,
     },
-    /// Output in `from..to` is gone (past the server's cap) and skipped.
+    /// Output in `from..to` is no longer stored (the elided middle of a
+    /// long log, past the server's cap) and was skipped; what follows
+    /// starts at `to`.
     Lagged { from: u64, to: u64 },
     /// The process ended; `Done` follows.
     Status(StatusInfo),
@@ -39,6 +50,17 @@ struct ChunkData {
     content: String,
     #[serde(default)]
     stream: Option<StreamKind>,
+    /// RFC 3339; a value that does not parse counts as absent (the
+    /// content matters more than its time).
+    #[serde(default)]
+    ts: Option<String>,
+}
+
+/// Parses a chunk's `ts`.
+fn parse_ts(s: &str) -> Option<Timestamp> {
+    chrono::DateTime::parse_from_rfc3339(s)
+        .ok()
+        .map(|t| t.with_timezone(&chrono::Utc))
 }
 
 #[derive(Deserialize, Default)]
@@ -189,6 +211,7 @@ impl Follower {
             offset,
             content,
             stream: data.stream,
+            ts: data.ts.as_deref().and_then(parse_ts),
         })
     }
 
@@ -221,5 +244,72 @@ impl Follower {
     /// As a `futures` Stream.
     pub fn into_stream(self) -> impl Stream<Item = Result<OutputEvent, ClientError>> + Send {
         futures_util::stream::unfold(self, |mut f| async move { f.next().await.map(|ev| (ev, f)) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn follower() -> Follower {
+        let client = Client::new("127.0.0.1:1", None).expect("a valid address");
+        Follower::new(client, "p1".into(), Some(0))
+    }
+
+    fn event(name: &str, id: &str, data: &str) -> SseEvent {
+        SseEvent {
+            event: name.into(),
+            id: id.into(),
+            data: data.into(),
+        }
+    }
+
+    #[test]
+    fn chunks_carry_their_time_and_pipe() {
+        let mut f = follower();
+        let ev = f.interpret(event(
+            "chunk",
+            "6",
+            r#"{"content":"hello\n","ts":"2026-12-01T10:00:00.123Z","stream":"stderr"}"#,
+        ));
+        assert_eq!(
+            ev,
+            Some(OutputEvent::Chunk {
+                offset: 6,
+                content: "hello\n".into(),
+                stream: Some(StreamKind::Stderr),
+                ts: Some("2026-12-01T10:00:00.123Z".parse().unwrap()),
+            })
+        );
+        // Without a pipe, or from an older server without a time.
+        let ev = f.interpret(event("chunk", "9", r#"{"content":"abc","ts":"not a time"}"#));
+        assert!(
+            matches!(
+                ev,
+                Some(OutputEvent::Chunk {
+                    stream: None,
+                    ts: None,
+                    offset: 9,
+                    ..
+                })
+            ),
+            "{ev:?}"
+        );
+    }
+
+    #[test]
+    fn a_skipped_range_moves_the_position_past_it() {
+        let mut f = follower();
+        let ev = f.interpret(event("lagged", "", r#"{"from":2097152,"to":98566144}"#));
+        assert_eq!(
+            ev,
+            Some(OutputEvent::Lagged {
+                from: 2097152,
+                to: 98566144
+            })
+        );
+        assert_eq!(f.position(), Some(98566144));
+        // A replayed chunk from before the gap is not delivered again.
+        assert_eq!(f.interpret(event("chunk", "10", r#"{"content":"old"}"#)), None);
     }
 }

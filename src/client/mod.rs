@@ -5,7 +5,9 @@
 //! # Layout
 //! * [`transport`]: [`Client`], a server's address, token and connection
 //!   pool (hyper-util), and how a request goes out and comes back.
-//! * [`api`]: typed calls for every endpoint, as methods of [`Client`].
+//! * [`api`]: typed calls for every endpoint, as methods of [`Client`];
+//!   those on stored output (idempotent appends with `?at=N`, history
+//!   reads with filters) are in [`output`].
 //! * [`url`], `link`: server addresses and query strings; the next-page
 //!   cursor of a `Link` header.
 //! * [`error`]: [`ClientError`], and the mapping of error answers to it.
@@ -28,6 +30,7 @@ pub mod event_stream;
 pub mod follower;
 pub mod identity;
 mod link;
+pub mod output;
 pub mod queue;
 pub mod resumable;
 pub mod sse;
@@ -41,6 +44,7 @@ pub use error::ClientError;
 pub use event_stream::{Event, EventStream};
 pub use follower::{Follower, OutputEvent};
 pub use identity::WorkspaceIdentity;
+pub use output::{OutputRead, OutputText};
 pub use queue::{OfflineQueue, QueuedOp};
 pub use resumable::ReconnectPolicy;
 pub use transport::Client;

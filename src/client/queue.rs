@@ -5,7 +5,10 @@
 //! in the same folder, fsync, rename, fsync of the folder), so a crash
 //! leaves the old or the new queue, never a torn one. An entry leaves the file only after
 //! the server acknowledged it, so a flush that is interrupted and repeated
-//! re-sends at most the entry in flight; client-chosen ids make that safe.
+//! re-sends at most the entry in flight; client-chosen ids make that safe,
+//! and so does the offset an append records (`at`, sent as `?at=N`: the
+//! server stores it only where it was meant to go, see
+//! [`super::output`]).
 //!
 //! Two editor windows on one workspace share its queue file. Each change
 //! therefore takes an exclusive lock on `<file>.lock`, re-reads the file,
@@ -19,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::error::ClientError;
-use crate::model::{NewProcess, ProcessPatch};
+use crate::model::{NewProcess, ProcessPatch, StreamKind};
 
 /// One queued request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -31,6 +34,19 @@ pub enum QueuedOp {
     Update { id: String, patch: ProcessPatch },
     /// `DELETE /api/processes/:id` (404 counts as done).
     Remove { id: String },
+    /// `POST /api/processes/:id/output[?at=N]`. `at` is where the output
+    /// was to end before this append, when the client knew it; a flush
+    /// repeated after a crash then finds it stored instead of storing it
+    /// twice. (Queue files written before appends had offsets read with
+    /// `at` and `stream` absent.)
+    Append {
+        id: String,
+        content: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        stream: Option<StreamKind>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        at: Option<u64>,
+    },
 }
 
 impl QueuedOp {
@@ -38,7 +54,7 @@ impl QueuedOp {
     pub fn process_id(&self) -> &str {
         match self {
             QueuedOp::Create { process } => process.id.as_deref().unwrap_or(""),
-            QueuedOp::Update { id, .. } | QueuedOp::Remove { id } => id,
+            QueuedOp::Update { id, .. } | QueuedOp::Remove { id } | QueuedOp::Append { id, .. } => id,
         }
     }
 }
@@ -265,6 +281,50 @@ mod tests {
         a.reload().unwrap();
         assert_eq!(ids(&a), ["b", "c"]);
         assert_eq!(ids(&OfflineQueue::open(&path).unwrap()), ["b", "c"]);
+    }
+
+    #[test]
+    fn appends_keep_their_offset_and_older_lines_still_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("q.jsonl");
+        // A line as a client without offsets wrote it, and one with both.
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"seq":1,"op":"append","id":"a","content":"old\n"}"#,
+                "\n",
+                r#"{"seq":2,"op":"append","id":"a","content":"new\n","stream":"stderr","at":4}"#,
+                "\n"
+            ),
+        )
+        .unwrap();
+        let mut q = OfflineQueue::open(&path).unwrap();
+        let ops: Vec<QueuedOp> = q.entries().iter().map(|e| e.op.clone()).collect();
+        assert_eq!(
+            ops,
+            [
+                QueuedOp::Append {
+                    id: "a".into(),
+                    content: "old\n".into(),
+                    stream: None,
+                    at: None
+                },
+                QueuedOp::Append {
+                    id: "a".into(),
+                    content: "new\n".into(),
+                    stream: Some(StreamKind::Stderr),
+                    at: Some(4)
+                },
+            ]
+        );
+        // Rewritten, they keep exactly that (and absent fields stay absent).
+        q.remove(1).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(
+            text,
+            "{\"seq\":2,\"op\":\"append\",\"id\":\"a\",\"content\":\"new\\n\",\"stream\":\"stderr\",\"at\":4}\n"
+        );
+        assert_eq!(ops[0].process_id(), "a");
     }
 
     #[test]

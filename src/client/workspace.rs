@@ -16,6 +16,17 @@
 //!   token is wrong, not the entry). Any other refusal (400, a 409 on a
 //!   status move) cannot succeed by retrying: the entry is dropped and
 //!   reported in [`FlushReport::rejected`].
+//! * An append records the offset where the output was to end before it
+//!   (`at`), when this client knows it: it does for processes it submitted
+//!   and after any append it made, since each answer says where the output
+//!   ends. It is sent as `?at=N`, so a repeated flush cannot store it twice:
+//!   the server answers 409 `offset_mismatch`. A flush takes that as
+//!   delivered when the output ends exactly after the append (the rule of
+//!   [`super::output`]) or, further on (later queued appends were stored
+//!   too), when the stored bytes at `at` are the append's content; any
+//!   other mismatch is a rejection. An append queued without `at` (the
+//!   client never learnt where the output ended) is sent as before, and a
+//!   flush interrupted right after it may repeat it.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -27,7 +38,7 @@ use super::error::ClientError;
 use super::identity::WorkspaceIdentity;
 use super::queue::{OfflineQueue, QueuedOp};
 use super::transport::Client;
-use crate::model::{NewProcess, Process, ProcessPatch};
+use crate::model::{NewProcess, Process, ProcessPatch, StreamKind};
 
 /// What became of a submit, update or remove.
 #[derive(Debug, Clone, PartialEq)]
@@ -40,6 +51,8 @@ pub enum Delivery {
     Unchanged,
     /// A remove the server acknowledged (or that found nothing to remove).
     Removed,
+    /// An append the server stored; the output now ends at `output_bytes`.
+    Appended { output_bytes: u64 },
 }
 
 /// What a flush did.
@@ -141,6 +154,10 @@ struct State {
     /// reconnect; registering again is harmless).
     registered: bool,
     known: HashMap<String, Known>,
+    /// Where the output of a process ends as far as this client knows
+    /// (after its own appends, sent or queued): the next append's `at`.
+    /// Forgotten after a mismatch (someone else writes there too).
+    ends: HashMap<String, u64>,
 }
 
 /// The client an editor extension keeps for one open workspace.
@@ -181,6 +198,7 @@ impl WorkspaceClient {
                 offline,
                 registered: false,
                 known: HashMap::new(),
+                ends: HashMap::new(),
             }),
         })
     }
@@ -219,9 +237,14 @@ impl WorkspaceClient {
         let mut st = self.state.lock().await;
         st.known.insert(id.clone(), Known::from_new(&new));
         let delivery = self.deliver(&mut st, QueuedOp::Create { process: new }).await?;
-        if let Delivery::Sent(p) = &delivery {
-            st.known.insert(id.clone(), Known::from_record(p));
-        }
+        let end = match &delivery {
+            Delivery::Sent(p) => {
+                st.known.insert(id.clone(), Known::from_record(p));
+                p.output_bytes
+            }
+            _ => 0, // a new process has no output yet
+        };
+        st.ends.insert(id.clone(), end);
         Ok((id, delivery))
     }
 
@@ -258,7 +281,40 @@ impl WorkspaceClient {
     pub async fn remove(&self, id: &str) -> Result<Delivery, ClientError> {
         let mut st = self.state.lock().await;
         st.known.remove(id);
+        st.ends.remove(id);
         self.deliver(&mut st, QueuedOp::Remove { id: id.to_owned() }).await
+    }
+
+    /// Appends output to a process (`stream`: the pipe it came from, if
+    /// any), or queues it while offline. Sent with `?at=N` when this client
+    /// knows where the output ends (see the module doc), so neither a lost
+    /// answer nor a repeated flush doubles it. A [`ClientError::OffsetMismatch`]
+    /// means something else wrote to the process too; the next append is
+    /// then sent without an offset.
+    pub async fn append(&self, id: &str, content: &str, stream: Option<StreamKind>) -> Result<Delivery, ClientError> {
+        let mut st = self.state.lock().await;
+        let at = st.ends.get(id).copied();
+        let op = QueuedOp::Append {
+            id: id.to_owned(),
+            content: content.to_owned(),
+            stream,
+            at,
+        };
+        let delivery = self.deliver(&mut st, op).await;
+        match &delivery {
+            Ok(Delivery::Appended { output_bytes }) => {
+                st.ends.insert(id.to_owned(), *output_bytes);
+            }
+            Ok(_) => {
+                if let Some(at) = at {
+                    st.ends.insert(id.to_owned(), at + content.len() as u64);
+                }
+            }
+            Err(_) => {
+                st.ends.remove(id);
+            }
+        }
+        delivery
     }
 
     /// Sends `op` now, or queues it if offline (or it turns out so).
@@ -317,7 +373,37 @@ impl WorkspaceClient {
                 Err(e) if e.is_not_found() => Ok(Delivery::Removed),
                 Err(e) => Err(e),
             },
+            QueuedOp::Append {
+                id,
+                content,
+                stream,
+                at,
+            } => {
+                let output_bytes = self.client.append_output_at(id, content, *stream, *at).await?;
+                Ok(Delivery::Appended { output_bytes })
+            }
         }
+    }
+
+    /// A queued append answered "the output ends at `output_bytes`, not at
+    /// your `at`": was it stored by an earlier, interrupted flush? Yes if
+    /// the bytes stored at `at` are its content (the exact-end case is
+    /// settled by [`Client::append_output_at`] already).
+    async fn stored_before(&self, op: &QueuedOp, output_bytes: u64) -> Result<bool, ClientError> {
+        let QueuedOp::Append {
+            id,
+            content,
+            at: Some(at),
+            ..
+        } = op
+        else {
+            return Ok(false);
+        };
+        if at.saturating_add(content.len() as u64) > output_bytes {
+            return Ok(false);
+        }
+        let stored = self.client.read_output_prefix(id, *at, content.len()).await?;
+        Ok(stored == content.as_bytes())
     }
 
     /// Sends the queued requests in order, each exactly once; the client
@@ -333,10 +419,26 @@ impl WorkspaceClient {
             let Some(entry) = front else {
                 break;
             };
-            match self.send(&mut st, &entry.op).await {
+            let sent = match self.send(&mut st, &entry.op).await {
+                Err(ClientError::OffsetMismatch { output_bytes, message }) => {
+                    match self.stored_before(&entry.op, output_bytes).await {
+                        Ok(true) => Ok(Delivery::Appended { output_bytes }),
+                        Ok(false) => Err(ClientError::OffsetMismatch { output_bytes, message }),
+                        Err(e) => Err(e),
+                    }
+                }
+                other => other,
+            };
+            match sent {
                 Ok(delivery) => {
-                    if let Delivery::Sent(p) = &delivery {
-                        st.known.insert(p.id.to_string(), Known::from_record(p));
+                    match &delivery {
+                        Delivery::Sent(p) => {
+                            st.known.insert(p.id.to_string(), Known::from_record(p));
+                        }
+                        Delivery::Appended { output_bytes } => {
+                            st.ends.insert(entry.op.process_id().to_owned(), *output_bytes);
+                        }
+                        _ => {}
                     }
                     report.sent += 1;
                 }

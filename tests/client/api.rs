@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use prochub::client::{Client, ClientError, Delivery, Event, Follower, OutputEvent, ReconnectPolicy, WorkspaceClient};
-use prochub::model::{ListQuery, NewProcess, NewWorkspace, OutputRange, ProcessPatch, Status};
+use prochub::model::{ListQuery, NewProcess, NewWorkspace, OutputQuery, OutputRange, ProcessPatch, Status};
 use serde_json::json;
 
 use crate::helper::client::{DeadPort, Proxy, ServerProc, WAIT};
@@ -131,9 +131,13 @@ async fn every_call_against_a_real_server() {
     // Output: append, read all / from / tail.
     assert_eq!(c.append_output("job-1", "hello ").await.unwrap(), 6);
     assert_eq!(c.append_output("job-1", "wörld\n").await.unwrap(), 13);
-    assert_eq!(c.read_output("job-1", OutputRange::All).await.unwrap(), "hello wörld\n");
-    assert_eq!(c.read_output("job-1", OutputRange::From(6)).await.unwrap(), "wörld\n");
-    assert_eq!(c.read_output("job-1", OutputRange::Tail(3)).await.unwrap(), "ld\n");
+    let read = |range| {
+        let c = c.clone();
+        async move { c.read_output("job-1", &OutputQuery::range(range)).await.unwrap().body }
+    };
+    assert_eq!(read(OutputRange::All).await, "hello wörld\n");
+    assert_eq!(read(OutputRange::From(6)).await, "wörld\n");
+    assert_eq!(read(OutputRange::Tail(3)).await, "ld\n");
 
     // Update (merge), status filter, cancel, errors.
     let up = c

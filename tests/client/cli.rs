@@ -407,3 +407,167 @@ async fn follow_and_run_stop_when_the_reader_of_stdout_goes_away() {
     assert_eq!(run.status, Status::Cancelled);
     server.stop().await;
 }
+
+/// A pushed, running process with `lines` as its output so far.
+async fn pushed_with(c: &prochub::client::Client, lines: &[&str]) -> Process {
+    let p = c
+        .create_process(&prochub::model::NewProcess {
+            name: "history".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    for l in lines {
+        c.append_output(&p.id, l).await.unwrap();
+    }
+    p
+}
+
+/// Reads one line of a child's stdout, within [`WAIT`].
+async fn next_line(out: &mut tokio::io::BufReader<tokio::process::ChildStdout>) -> String {
+    use tokio::io::AsyncBufReadExt;
+    let mut line = String::new();
+    tokio::time::timeout(WAIT, out.read_line(&mut line))
+        .await
+        .expect("a line in time")
+        .unwrap();
+    line
+}
+
+#[tokio::test]
+async fn follow_no_follow_prints_the_stored_output_of_a_running_process_and_exits() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let p = pushed_with(&c, &["a\n", "b\n", "c\n"]).await;
+    let out = cli(&["follow", "--server", &server.url, "--no-follow", &p.id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "a\nb\nc\n");
+    assert_eq!(c.get_process(&p.id).await.unwrap().status, Status::Running);
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs issue-10 server (H1/H2)"]
+async fn follow_lines_prints_the_last_lines_then_live_ones() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let p = pushed_with(&c, &["1\n2\n", "3\n", "4\n5\n"]).await;
+    let mut child = prochub()
+        .args(["follow", "--server", &server.url, "--lines", "2", &p.id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    assert_eq!(next_line(&mut out).await, "4\n");
+    assert_eq!(next_line(&mut out).await, "5\n");
+    // Live from where the history ended: nothing between is lost, even if
+    // the stream connects after this append.
+    c.append_output(&p.id, "live\n").await.unwrap();
+    assert_eq!(next_line(&mut out).await, "live\n");
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    assert_eq!(next_line(&mut out).await, "", "ends with the process");
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs issue-10 server (H1/H2)"]
+async fn follow_timestamps_prefix_stored_and_live_lines_with_a_time() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let before = prochub::model::now();
+    let p = pushed_with(&c, &["stored\n"]).await;
+    let mut child = prochub()
+        .args(["follow", "--server", &server.url, "--timestamps", &p.id])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = tokio::io::BufReader::new(child.stdout.take().unwrap());
+    let stamped = |line: String, want: &str| {
+        let (ts, rest) = line.split_once(' ').unwrap_or_else(|| panic!("no time in {line:?}"));
+        let ts: prochub::model::Timestamp = ts.parse().unwrap_or_else(|e| panic!("{ts:?}: {e}"));
+        assert!(ts >= before, "{line:?}");
+        assert!(
+            ts.to_rfc3339_opts(chrono::SecondsFormat::Millis, true) == line[..24],
+            "{line:?}"
+        );
+        assert_eq!(rest, want);
+    };
+    stamped(next_line(&mut out).await, "stored\n");
+    // A live line split across two appends gets one prefix.
+    c.append_output(&p.id, "li").await.unwrap();
+    c.append_output(&p.id, "ve\n").await.unwrap();
+    stamped(next_line(&mut out).await, "live\n");
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let status = tokio::time::timeout(WAIT, child.wait()).await.unwrap().unwrap();
+    assert_eq!(status.code(), Some(0));
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs issue-10 server (H1/H2)"]
+async fn follow_since_and_until_select_by_time_and_stream_by_pipe() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start(data.path()).await;
+    let url = server.url.as_str();
+    let c = prochub::client::Client::new(url, None).unwrap();
+    let p = pushed_with(&c, &["old\n"]).await;
+    let first = prochub::model::now();
+    crate::helper::wait_until("the clock moves on", WAIT, async || prochub::model::now() > first).await;
+    let mid = prochub::model::format_ts(&prochub::model::now());
+    crate::helper::wait_until("the clock moves on", WAIT, async || {
+        prochub::model::format_ts(&prochub::model::now()) > mid
+    })
+    .await;
+    c.append_output(&p.id, "new\n").await.unwrap();
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let out = cli(&["follow", "--server", url, "--since", &mid, &p.id]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "new\n", "older output is left out");
+    let out = cli(&["follow", "--server", url, "--since", "1h", &p.id]).await;
+    assert_eq!(text(&out.stdout), "old\nnew\n");
+    let out = cli(&["follow", "--server", url, "--until", &mid, &p.id]).await;
+    assert_eq!(text(&out.stdout), "old\n");
+
+    // --stream: one pipe of a server-run command, on its own output.
+    let out = cli(&["run", "--server", url, "--", "sh", "-c", "echo out; echo err >&2"]).await;
+    assert_eq!(out.status.code(), Some(0));
+    let listed = c.list_all(&Default::default(), None).await.unwrap();
+    let run = listed.iter().find(|r| r.command.is_some()).unwrap();
+    let out = cli(&["follow", "--server", url, "--stream", "stderr", &run.id]).await;
+    assert_eq!((text(&out.stdout), text(&out.stderr)), (String::new(), "err\n".into()));
+    let out = cli(&["follow", "--server", url, "--stream", "stdout", &run.id]).await;
+    assert_eq!((text(&out.stdout), text(&out.stderr)), ("out\n".into(), String::new()));
+    server.stop().await;
+}
+
+#[tokio::test]
+#[ignore = "needs issue-10 server (H1/H2)"]
+async fn follow_prints_one_line_where_output_was_elided() {
+    let data = tempfile::tempdir().unwrap();
+    let server = ServerProc::start_with(data.path(), "127.0.0.1:0", &["--max-output", "64KiB"]).await;
+    let c = prochub::client::Client::new(&server.url, None).unwrap();
+    let line = "y".repeat(1023) + "\n";
+    let lines = vec![line.as_str(); 256];
+    let p = pushed_with(&c, &lines).await;
+    c.update_process(&p.id, &prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    let rec = c.get_process(&p.id).await.unwrap();
+    assert!(rec.output_elided > 0, "{rec:?}");
+    let out = cli(&["follow", "--server", &server.url, "--from-start", &p.id]).await;
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(text(&out.stderr), format!("[… {} bytes elided …]\n", rec.output_elided));
+    assert_eq!(out.stdout.len() as u64, rec.output_bytes - rec.output_elided);
+    server.stop().await;
+}

@@ -62,10 +62,7 @@ async fn multi_byte_characters_split_across_reads_arrive_intact() {
     let text: String = chunks.iter().map(|(c, _)| c.as_str()).collect();
     assert_eq!(text, "😀 €\n");
     assert!(chunks.iter().all(|(c, _)| !c.contains('\u{FFFD}')), "{chunks:?}");
-    assert_eq!(
-        c.read_output(&p.id, prochub::model::OutputRange::All).await.unwrap(),
-        "😀 €\n"
-    );
+    assert_eq!(c.read_output(&p.id, &Default::default()).await.unwrap().body, "😀 €\n");
     let rec = c.get_process(&p.id).await.unwrap();
     assert_eq!((rec.status, rec.exit_code), (Status::Completed, Some(0)));
     server.stop().await;
@@ -210,7 +207,7 @@ async fn commands_do_not_inherit_the_server_token() {
         .unwrap();
     wait_end(&c, &p.id).await;
     assert_eq!(
-        c.read_output(&p.id, prochub::model::OutputRange::All).await.unwrap(),
+        c.read_output(&p.id, &Default::default()).await.unwrap().body,
         "none yes\n"
     );
     server.stop().await;
