@@ -61,6 +61,7 @@ mod events;
 mod follow;
 mod fsio;
 mod handles;
+mod history;
 mod index;
 mod log;
 mod open;

@@ -309,7 +309,7 @@ impl FileProcessStore {
     /// streams it with [`FileProcessStore::output_reader`], which this
     /// drains (one way to read output).
     pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
-        let mut reader = self.output_reader(id, range)?;
+        let mut reader = self.output_reader(id, &crate::model::OutputQuery::range(range))?;
         let mut out = Vec::new();
         while let Some(block) = reader.next_block().await? {
             out.extend_from_slice(block.as_bytes());
