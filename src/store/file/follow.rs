@@ -65,6 +65,8 @@ pub struct Follow {
     done: bool,
     /// The status to end with, when the process was finished at subscribe.
     final_status: Option<StatusInfo>,
+    /// Times it fell behind the emitter and caught up from the store.
+    catch_ups: u64,
 }
 
 /// What one replay step read.
@@ -99,6 +101,7 @@ impl Follow {
             rx,
             done: false,
             final_status,
+            catch_ups: 0,
         }
     }
 
@@ -179,6 +182,13 @@ impl Follow {
         self.pos
     }
 
+    /// How many times this follower fell behind the emitter's buffer and
+    /// caught up from the stored output (what a test of a slow follower
+    /// checks it really tested).
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups
+    }
+
     /// A replayed chunk not yet delivered, or the held chunk once the
     /// replay is over.
     fn next_ready(&mut self) -> Option<FollowEvent> {
@@ -235,6 +245,7 @@ impl Follow {
     /// After a lag: counted, then [`Follow::catch_up`].
     fn catch_up_laggard(&mut self) {
         crate::metrics::get().laggard_caught_up();
+        self.catch_ups += 1;
         self.catch_up();
     }
 
