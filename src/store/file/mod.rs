@@ -195,11 +195,6 @@ impl Layout {
     fn workspace(&self, id: &str) -> PathBuf {
         self.workspaces.join(format!("{id}.json"))
     }
-
-    /// `output/<id>.log`.
-    fn log(&self, id: &str) -> PathBuf {
-        self.output.join(format!("{id}.log"))
-    }
 }
 
 /// The store. Share it as `Arc<FileProcessStore>`.
@@ -295,10 +290,6 @@ impl FileProcessStore {
 
     fn workspace_path(&self, id: &str) -> PathBuf {
         self.files.workspace(id)
-    }
-
-    fn log_path(&self, id: &str) -> PathBuf {
-        self.files.log(id)
     }
 
     /// Writes the `default` workspace if the folder has none. Runs at open,
