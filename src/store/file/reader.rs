@@ -604,4 +604,77 @@ mod tests {
         assert_eq!(got.lines().count(), 10);
         assert!(got.starts_with(&format!("{} line 4990 ", stamp(4990))), "{got}");
     }
+
+    /// Resident set size of this process in KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    }
+
+    /// SPEC benchmark of `?since=`: 1 GiB, 1,000,000 appends (the log is
+    /// sparse, so making it costs no disk). Ignored by default (it writes a
+    /// 32 MB index); run with `cargo test --lib since_on_a_million -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn since_on_a_million_appends_answers_in_a_few_index_reads() {
+        const APPENDS: u64 = 1_000_000;
+        const LEN: u32 = 1_073;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, idx) = segment_paths(dir.path(), "p", 0);
+        let f = appends::create(&idx).expect("create index");
+        for batch in 0..APPENDS / 10_000 {
+            let records: Vec<_> = (batch * 10_000..(batch + 1) * 10_000)
+                .map(|i| Append {
+                    start: i * u64::from(LEN),
+                    seq: i + 1,
+                    ts_ms: T0 + i as i64,
+                    len: LEN,
+                    pipe: OUT,
+                })
+                .collect();
+            appends::write_records(&f, batch * 10_000, &records).expect("records");
+        }
+        let end = APPENDS * u64::from(LEN);
+        std::fs::File::create(&log)
+            .and_then(|l| l.set_len(end))
+            .expect("sparse log");
+        let v = OutputView {
+            segments: vec![SegmentView {
+                start: 0,
+                end,
+                records: APPENDS,
+                log,
+                idx,
+            }],
+            end,
+            elided: None,
+        };
+        let before = rss_kib();
+        let started = std::time::Instant::now();
+        let mut r = OutputReader::of_view(
+            v,
+            OutputQuery {
+                since: Some(at(900_000)),
+                ..q()
+            },
+        );
+        let first = r.next_block().await.expect("readable").expect("a block");
+        let first_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut total = first.len();
+        while let Some(b) = r.next_block().await.expect("readable") {
+            total += b.len();
+        }
+        let grew = rss_kib().saturating_sub(before);
+        eprintln!(
+            "first block {first_ms:.2} ms, {total} bytes in {:.0} ms, RSS +{grew} KiB",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(total as u64, 100_000 * u64::from(LEN));
+        assert!(first_ms < 50.0, "first block after {first_ms} ms");
+        assert!(grew < 8 * 1024, "RSS grew {grew} KiB");
+    }
 }
