@@ -58,9 +58,8 @@ struct AppendBody {
 /// With `?at=N` the content is appended only if the output ends at byte N,
 /// else 409 `offset_mismatch` with the current `output_bytes` (a producer
 /// retrying after a lost 202 neither loses nor doubles output).
-pub async fn append(app: &Arc<App>, id: &Id, req: Request<Incoming>) -> Result<Resp, ApiError> {
-    let q = Query::parse(req.uri().query())?;
-    only_known(&q, APPEND_PARAMS)?;
+pub async fn append(app: &Arc<App>, id: &Id, req: Request<Incoming>, q: &Query) -> Result<Resp, ApiError> {
+    only_known(q, APPEND_PARAMS)?;
     let at = q.u64("at")?;
     let (parts, incoming) = req.into_parts();
     let kind = body::content_kind(&parts.headers);

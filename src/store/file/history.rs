@@ -313,8 +313,9 @@ impl History {
     fn read_block(&mut self, run: Run, out: &mut String) -> Result<bool> {
         let seg = &self.view.segments[run.seg];
         let (seg_start, log) = (seg.start, seg.log.clone());
-        let want_end = run.to.min(self.pos + REPLAY_BLOCK as u64);
-        let read = read_range(&log, self.pos - seg_start, want_end - seg_start, REPLAY_BLOCK);
+        // The whole run as the range: a block that stops short of its end
+        // is cut back to a character boundary.
+        let read = read_range(&log, self.pos - seg_start, run.to - seg_start, REPLAY_BLOCK);
         let bytes = match read {
             Ok(b) if !b.is_empty() => b,
             Ok(_) => return Ok(self.gone(run)),

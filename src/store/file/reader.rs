@@ -222,6 +222,33 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn blocks_never_split_a_character() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Regression: a block was read to exactly REPLAY_BLOCK bytes, so a
+        // character across the boundary became U+FFFD + a skipped byte.
+        let mut long = "a".repeat(REPLAY_BLOCK - 1);
+        long.push('\u{20ac}');
+        long.push_str(&"\u{e9}".repeat(REPLAY_BLOCK));
+        let v = view(vec![segment(dir.path(), 0, &[(&long, 0, OUT)])], None);
+        for query in [
+            q(),
+            OutputQuery { stream: OUT, ..q() },
+            OutputQuery {
+                timestamps: true,
+                ..q()
+            },
+        ] {
+            let (bs, _) = blocks(&v, query.clone()).await;
+            assert!(bs.len() >= 3, "{query:?}");
+            let got = bs.concat();
+            assert!(!got.contains('\u{fffd}'), "{query:?}");
+            assert!(got.ends_with(&long), "{query:?}");
+        }
+        let inside = OutputQuery::range(OutputRange::From(REPLAY_BLOCK as u64));
+        assert_eq!(text(&v, inside).await, long[REPLAY_BLOCK + 2..]);
+    }
+
+    #[tokio::test]
     async fn since_and_until_select_records_by_time() {
         let dir = tempfile::tempdir().expect("temp dir");
         let v = view(
