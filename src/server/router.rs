@@ -228,7 +228,7 @@ async fn dispatch(app: &Arc<App>, req: Request<Incoming>, route: Route, q: Query
         (M::DELETE, R::Process(id)) => processes::delete(app, &id).await,
         (M::POST, R::Cancel(id)) => processes::cancel(app, &id).await,
         (M::GET, R::Output(id)) => output::read(app, &id, &q).await,
-        (M::POST, R::Output(id)) => output::append(app, &id, req).await,
+        (M::POST, R::Output(id)) => output::append(app, &id, req, &q).await,
         (M::GET, R::Stream(id)) => sse::follow(app, &id, &req, &q),
         (M::POST, R::Prune) => processes::prune(app, &q).await,
         (M::GET, R::Events) => events::sse(app, &req, &q),

@@ -197,6 +197,8 @@ impl Batch {
 #[derive(Serialize)]
 struct ChunkData<'a> {
     content: &'a str,
+    /// When the store took it: RFC 3339 UTC with milliseconds and `Z`.
+    ts: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     stream: Option<StreamKind>,
 }
@@ -234,6 +236,7 @@ fn chunk_frame(c: &Chunk) -> Bytes {
         .get_or_init(|| {
             let data = ChunkData {
                 content: &c.content,
+                ts: crate::model::format_ts(&c.ts()),
                 stream: c.stream,
             };
             event(Some(&c.offset), "chunk", &data)

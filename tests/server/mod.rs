@@ -10,6 +10,7 @@ mod faults;
 mod follow;
 mod hostile;
 mod ops;
+mod output_history;
 mod process;
 mod query;
 mod rest;

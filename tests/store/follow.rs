@@ -179,7 +179,7 @@ async fn a_slow_follower_receives_every_byte() {
                 FollowEvent::Status(s) => assert_eq!(s.status, Status::Completed),
             }
         }
-        (text, events)
+        (text, slow.catch_ups())
     });
     let fast = tokio::spawn(drain(fast));
     let mut expected = String::new();
@@ -189,10 +189,10 @@ async fn a_slow_follower_receives_every_byte() {
         store.append_output(&id, line, None).await.unwrap();
     }
     complete(&store, &id).await;
-    let (text, events) = reader.await.unwrap();
-    // Fewer events than chunks: it really fell behind and caught up from
-    // the log in blocks (otherwise this test proves nothing).
-    assert!(events < chunks, "the slow follower never lagged ({events} events)");
+    let (text, catch_ups) = reader.await.unwrap();
+    // It really fell behind and caught up from the log (otherwise this
+    // test proves nothing).
+    assert!(catch_ups > 0, "the slow follower never lagged");
     assert_eq!(text.len(), expected.len());
     assert!(text == expected, "the slow follower's bytes differ");
     assert_eq!(
@@ -203,8 +203,11 @@ async fn a_slow_follower_receives_every_byte() {
     assert_eq!(store.emitter_count(), 0);
 }
 
+/// Past the cap (100: head 50, tail window 50, segments of 25) the head
+/// and the most recent tail are kept; a replay gets the head, one `lagged`
+/// for the elided middle, then the tail; live followers get everything.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn output_past_the_cap_streams_live_is_marked_and_replay_reports_the_gap() {
+async fn output_past_the_cap_keeps_head_and_tail_and_replay_reports_the_elided_middle() {
     let config = StoreConfig {
         max_output: 100,
         ..StoreConfig::default()
@@ -214,49 +217,49 @@ async fn output_past_the_cap_streams_live_is_marked_and_replay_reports_the_gap()
     let live = store.subscribe(&id, None).unwrap();
     let live = tokio::spawn(drain(live));
     let parts = ["a".repeat(60), "b".repeat(60), "c".repeat(30)];
+    let all = parts.concat();
     let r = store.append_output(&id, parts[0].clone(), None).await.unwrap();
     assert_eq!((r.output_bytes, r.offset), (60, 60));
+    assert!(!store.get_process(&id).unwrap().output_truncated, "60 <= the cap");
     let r = store.append_output(&id, parts[1].clone(), None).await.unwrap();
-    assert_eq!(
-        (r.output_bytes, r.offset),
-        (60, 120),
-        "past the cap: emitted, not stored"
-    );
+    assert_eq!((r.output_bytes, r.offset), (120, 120), "every byte counts");
     let p = store.get_process(&id).unwrap();
     assert!(p.output_truncated);
-    assert_eq!(p.output_bytes, 60);
+    assert_eq!((p.output_bytes, p.output_elided), (120, 20), "50..70 elided");
 
-    // A replay from 0 while still running: stored bytes, then the skipped
-    // range, then live output.
+    // A replay from 0 while still running: the head, the elided range,
+    // then the tail and live output.
     let replay = tokio::spawn(drain(store.subscribe(&id, Some(0)).unwrap()));
     tokio::task::yield_now().await;
     let r = store.append_output(&id, parts[2].clone(), None).await.unwrap();
-    assert_eq!((r.output_bytes, r.offset), (60, 150));
+    assert_eq!((r.output_bytes, r.offset), (150, 150));
     complete(&store, &id).await;
 
     let live = live.await.unwrap();
-    assert_eq!(live.text, parts.concat(), "live followers get everything");
+    assert_eq!(live.text, all, "live followers get everything");
     assert!(live.lagged.is_empty());
     let replay = replay.await.unwrap();
     assert_eq!(replay.lagged.len(), 1, "{replay:?}");
     let (from, to) = replay.lagged[0];
-    assert_eq!(from, 60, "the gap starts where storage stopped");
-    assert!(to == 120 || to == 150, "gap {from}..{to}");
-    assert_eq!(replay.text, format!("{}{}", parts[0], &parts.concat()[to as usize..]));
+    assert_eq!(from, 50, "the elided range starts where the head ends");
+    assert!(to == 70 || to == 100, "elided {from}..{to}");
+    assert_eq!(replay.text, format!("{}{}", &all[..50], &all[to as usize..]));
 
-    // After completion: stored part, the gap, the status.
+    // After completion: the head, the final elided range, the last 50.
     let after = drain(store.subscribe(&id, Some(0)).unwrap()).await;
-    assert_eq!(after.text, parts[0]);
-    assert_eq!(after.lagged, [(60, 150)]);
+    assert_eq!(after.text, format!("{}{}", &all[..50], &all[100..]));
+    assert_eq!(after.lagged, [(50, 100)]);
     assert_eq!(after.status.unwrap().status, Status::Completed);
-    let stored = store.read_output(&id, prochub::store::OutputRange::All).await.unwrap();
-    assert_eq!(stored, parts[0].as_bytes());
+    let p = store.get_process(&id).unwrap();
+    assert_eq!((p.output_bytes, p.output_elided), (150, 50));
 
-    // The flag is on disk, not just in memory.
+    // The same after a restart, and the flags are on disk.
     let store = reopen(store, config).await;
     let p = store.get_process(&id).unwrap();
     assert!(p.output_truncated);
-    assert_eq!(p.output_bytes, 60);
+    assert_eq!((p.output_bytes, p.output_elided), (150, 50));
+    let again = drain(store.subscribe(&id, Some(0)).unwrap()).await;
+    assert_eq!((again.text, again.lagged), (after.text, after.lagged));
 }
 
 #[tokio::test]
@@ -375,7 +378,7 @@ async fn bug_replay_from_inside_a_character_sent_garbage() {
 
 /// Regression (bug: replayed output lost its stdout/stderr tag, so `prochub
 /// run` printed a fast command's early stderr on stdout): stored chunks
-/// replay with the pipe they were appended from, split where it changes.
+/// replay with the pipe they were appended from, one chunk per append.
 #[tokio::test]
 async fn bug_replay_lost_the_pipe_of_server_run_output() {
     use prochub::model::StreamKind::{Stderr, Stdout};
@@ -400,7 +403,8 @@ async fn bug_replay_lost_the_pipe_of_server_run_output() {
     assert_eq!(
         got,
         [
-            ("a1\na2\n".to_string(), Some(Stdout)),
+            ("a1\n".to_string(), Some(Stdout)),
+            ("a2\n".to_string(), Some(Stdout)),
             ("e1\n".to_string(), Some(Stderr)),
             ("p\n".to_string(), None)
         ]

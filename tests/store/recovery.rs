@@ -41,8 +41,9 @@ async fn corrupt_and_leftover_files_are_quarantined_or_removed_and_the_rest_load
     let report = store.open_report().clone();
     assert_eq!(report.temp_removed, 2);
     assert_eq!(report.processes, 1);
-    // Four unreadable files, plus the output log of the broken record.
-    assert_eq!(report.quarantined.len(), 5, "{:?}", report.quarantined);
+    // Four unreadable files, plus the output log and index of the broken
+    // record.
+    assert_eq!(report.quarantined.len(), 6, "{:?}", report.quarantined);
     assert!(!procs.join(".tmp-abc123").exists() && !wss.join(".tmp-xyz").exists());
     for name in ["broken.json", "notes.txt", "liar.json"] {
         assert!(!procs.join(name).exists(), "{name} left in place");
@@ -52,7 +53,14 @@ async fn corrupt_and_leftover_files_are_quarantined_or_removed_and_the_rest_load
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    for prefix in ["broken.json", "broken.log", "notes.txt", "liar.json", "ws1.json"] {
+    for prefix in [
+        "broken.json",
+        "broken.log",
+        "broken.idx",
+        "notes.txt",
+        "liar.json",
+        "ws1.json",
+    ] {
         let hit = quarantined.iter().find(|n| n.starts_with(prefix));
         let hit = hit.unwrap_or_else(|| panic!("{prefix} not in quarantine: {quarantined:?}"));
         assert!(!std::fs::read(q.join(hit)).unwrap().is_empty() || prefix == "ws1.json");
@@ -107,7 +115,8 @@ async fn bug_open_deleted_the_log_of_a_quarantined_record() {
         !dir_path.join(format!("output/{gone}.log")).exists(),
         "a true orphan is removed"
     );
-    assert_eq!(store.open_report().orphan_logs_removed, 1);
+    assert!(!dir_path.join(format!("output/{gone}.idx")).exists(), "with its index");
+    assert_eq!(store.open_report().orphan_logs_removed, 2);
 }
 
 #[tokio::test]

@@ -49,9 +49,10 @@ fn plant(dir: &Path, id: &str, status: Status, created: Timestamp, ended: Option
 fn ids_on_disk(dir: &Path, sub: &str) -> BTreeSet<String> {
     std::fs::read_dir(dir.join(sub))
         .unwrap()
-        .map(|e| {
+        .filter_map(|e| {
             let name = e.unwrap().file_name().to_string_lossy().into_owned();
-            name.rsplit_once('.').unwrap().0.to_owned()
+            // `output/SEQ` (the SEQ floor) is no process's file.
+            name.rsplit_once('.').map(|(stem, _)| stem.to_owned())
         })
         .collect()
 }

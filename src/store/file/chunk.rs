@@ -1,17 +1,19 @@
 //! [`Chunk`], one piece of output as it travels from an append to its
-//! followers, and how an append is cut into chunks: never inside a
-//! character, never larger than [`MAX_CHUNK`], so what an emitter buffers
-//! is bounded in bytes.
+//! followers, and where an append is cut into pieces: never inside a
+//! character, never larger than [`MAX_CHUNK`] (so what an emitter buffers
+//! is bounded in bytes), never across a segment boundary. One stored piece
+//! is one index record, one SEQ and one chunk, live or replayed.
 
 use std::sync::OnceLock;
 
 use bytes::Bytes;
 
-use crate::model::StreamKind;
+use crate::model::{StreamKind, Timestamp};
 
 /// Appends larger than this are split (at character boundaries) into several
-/// chunks, so an emitter's buffer holds at most
-/// `EMITTER_CAPACITY * MAX_CHUNK` bytes = 16 MiB.
+/// pieces, so an emitter's buffer holds at most
+/// `EMITTER_CAPACITY * MAX_CHUNK` bytes = 16 MiB, and an index record's
+/// length always fits its `u32`.
 pub const MAX_CHUNK: usize = 16 * 1024;
 
 /// One piece of output as it travels from an append to its followers.
@@ -21,20 +23,28 @@ pub struct Chunk {
     pub offset: u64,
     /// Always valid UTF-8 and never split inside a character.
     pub content: String,
-    /// Set for chunks of server-run commands, live only (replayed output
-    /// comes from the log, which does not keep it).
+    /// The pipe it came from (server-run commands, or a push that named
+    /// one), live and replayed alike: replays read it from the index.
     pub stream: Option<StreamKind>,
+    /// The store-wide sequence number of the stored append this is (part
+    /// of); 0 for output that was never stored (a cap too small to keep a
+    /// tail, see `log::Retain`).
+    pub seq: u64,
+    /// When the store took it, ms since the Unix epoch.
+    pub ts_ms: i64,
     /// A transport's encoding of this chunk (e.g. the SSE frame), filled by
     /// the first follower that needs it so 1,000 followers encode it once.
     pub encoded: OnceLock<Bytes>,
 }
 
 impl Chunk {
-    pub fn new(offset: u64, content: String, stream: Option<StreamKind>) -> Self {
+    pub fn new(offset: u64, content: String, stream: Option<StreamKind>, seq: u64, ts_ms: i64) -> Self {
         Chunk {
             offset,
             content,
             stream,
+            seq,
+            ts_ms,
             encoded: OnceLock::new(),
         }
     }
@@ -44,35 +54,20 @@ impl Chunk {
         self.offset - self.content.len() as u64
     }
 
-    /// Hands `send` the chunks of an append of `content` that starts at
-    /// byte `start`: the content itself when it fits in [`MAX_CHUNK`] (the
-    /// common case: no copy), else pieces of at most that size.
-    pub(crate) fn split(start: u64, content: String, stream: Option<StreamKind>, mut send: impl FnMut(Chunk)) {
-        if content.len() <= MAX_CHUNK {
-            send(Chunk::new(start + content.len() as u64, content, stream));
-            return;
-        }
-        for (at, piece) in split_chunks(&content) {
-            let end = start + (at + piece.len()) as u64;
-            send(Chunk::new(end, piece.to_owned(), stream));
-        }
+    /// When it was stored.
+    pub fn ts(&self) -> Timestamp {
+        super::appends::ts_from_ms(self.ts_ms)
     }
 }
 
-/// Splits `s` into pieces of at most [`MAX_CHUNK`] bytes at character
-/// boundaries, with each piece's byte index.
-fn split_chunks(s: &str) -> impl Iterator<Item = (usize, &str)> {
-    let mut at = 0;
-    std::iter::from_fn(move || {
-        if at >= s.len() {
-            return None;
-        }
-        let end = floor_char_boundary(s.as_bytes(), (at + MAX_CHUNK).min(s.len()));
-        let end = if end <= at { s.len() } else { end };
-        let piece = (at, &s[at..end]);
-        at = end;
-        Some(piece)
-    })
+/// Where the piece of `s` that starts at byte `at` ends: at most
+/// [`MAX_CHUNK`] bytes and not past `limit`, cut back to a character
+/// boundary. Returns `at` when not even one character fits before `limit`
+/// (the caller moves to the next segment); `limit` must be `> at`.
+pub(crate) fn piece_end(s: &str, at: usize, limit: usize) -> usize {
+    let want = (at + MAX_CHUNK).min(limit).min(s.len());
+    // Only `limit` can leave no whole character: one is at most 4 bytes.
+    floor_char_boundary(s.as_bytes(), want).max(at)
 }
 
 /// The largest index `<= i` that is not inside a UTF-8 sequence.
@@ -87,25 +82,38 @@ fn floor_char_boundary(b: &[u8], mut i: usize) -> usize {
 mod tests {
     use super::*;
 
-    #[test]
-    fn splitting_never_cuts_a_character() {
-        let s = "é".repeat(MAX_CHUNK);
-        let pieces: Vec<_> = split_chunks(&s).collect();
-        assert!(pieces.len() > 1);
-        assert_eq!(pieces.iter().map(|(_, p)| *p).collect::<String>(), s);
-        assert!(pieces.iter().all(|(_, p)| p.len() <= MAX_CHUNK));
+    fn pieces(s: &str, limit: usize) -> Vec<&str> {
+        let mut out = Vec::new();
+        let mut at = 0;
+        while at < s.len() {
+            let lim = if at < limit { limit } else { usize::MAX };
+            let end = piece_end(s, at, lim);
+            if end == at {
+                // The next segment: no limit there.
+                let end = piece_end(s, at, usize::MAX);
+                out.push(&s[at..end]);
+                at = end;
+                continue;
+            }
+            out.push(&s[at..end]);
+            at = end;
+        }
+        out
     }
 
     #[test]
-    fn split_offsets_are_absolute_and_contiguous() {
+    fn pieces_never_cut_a_character_nor_pass_the_limit() {
         let s = "é".repeat(MAX_CHUNK);
-        let mut chunks = Vec::new();
-        Chunk::split(100, s.clone(), None, |c| chunks.push(c));
-        assert_eq!(chunks.first().map(Chunk::start), Some(100));
-        assert!(chunks.windows(2).all(|w| w[0].offset == w[1].start()));
-        assert_eq!(chunks.last().map(|c| c.offset), Some(100 + s.len() as u64));
-        let mut one = Vec::new();
-        Chunk::split(7, "abc".into(), None, |c| one.push(c));
-        assert_eq!((one.len(), one[0].offset), (1, 10));
+        let all = pieces(&s, usize::MAX);
+        assert!(all.len() > 1);
+        assert_eq!(all.concat(), s);
+        assert!(all.iter().all(|p| p.len() <= MAX_CHUNK && !p.is_empty()));
+        // A limit at byte 5 (inside the third "é") ends the first piece at 4.
+        let cut = pieces(&s, 5);
+        assert_eq!(cut[0], "éé");
+        assert_eq!(cut.concat(), s);
+        // Not even one character fits before the limit.
+        assert_eq!(piece_end("€abc", 0, 2), 0);
+        assert_eq!(piece_end("abc", 0, usize::MAX), 3);
     }
 }

@@ -1,24 +1,39 @@
 //! [`Follow`], the stream a follower reads: stored output replayed from
 //! where it asked, then live chunks from the process's emitter, catching up
-//! from the log whenever it falls behind, then the final status. See
-//! [`super::log`] for why replay and live never overlap or leave a gap.
+//! from the stored output whenever it falls behind, then the final status.
+//! See [`super::log`] for why replay and live never overlap or leave a gap.
+//!
+//! A replay reads the segments of an [`OutputView`] (taken under the log
+//! lock, read without it): index records in batches, log bytes in
+//! [`REPLAY_BLOCK`] blocks, and makes one chunk per record (or the part
+//! of one in the block), carrying that record's SEQ, time and pipe. The
+//! elided range between head and tail is reported once as
+//! [`FollowEvent::Lagged`] and the replay continues after it.
 
+use std::collections::VecDeque;
 use std::io;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
+use super::appends::{IndexReader, READ_BATCH};
 use super::chunk::Chunk;
 use super::log::{OutputLog, REPLAY_BLOCK, log_text, read_range};
+use super::segments::OutputView;
 use crate::model::StatusInfo;
+
+/// Index records read by the first read of a replay block; doubled while
+/// the records read do not cover the block (a block of 4 KiB appends
+/// needs 16, one of 10-byte lines thousands, at most [`READ_BATCH`]).
+const FIRST_BATCH: u64 = 64;
 
 /// What a follower receives.
 #[derive(Debug, Clone)]
 pub enum FollowEvent {
     Chunk(Arc<Chunk>),
-    /// Output in `from..to` was never stored (past the cap) and went by
-    /// while this follower was behind: it cannot be delivered.
+    /// Output in `from..to` is not stored (elided between the kept head and
+    /// tail, or past a cap too small for a tail) and went by while this
+    /// follower was behind: it cannot be delivered.
     Lagged {
         from: u64,
         to: u64,
@@ -28,50 +43,65 @@ pub enum FollowEvent {
 }
 
 /// A follower: replays stored output from where it asked, then goes live,
-/// catching up from the log whenever it falls behind the emitter, and ends
-/// with the process's final status. Dropping it unsubscribes at once and
-/// removes the emitter if it was the last follower.
+/// catching up from the stored output whenever it falls behind the
+/// emitter, and ends with the process's final status. Dropping it
+/// unsubscribes at once and removes the emitter if it was the last
+/// follower.
 pub struct Follow {
     log: Arc<OutputLog>,
-    path: PathBuf,
     /// Next byte offset to deliver.
     pos: u64,
-    /// Stored output below this offset is read from the log before going
-    /// (back) to the receiver.
+    /// Output below this offset is replayed (stored or reported elided)
+    /// before going (back) to the receiver.
     replay_end: u64,
-    /// After the replay, output up to here was never stored and is reported
-    /// as skipped before `held` is delivered.
-    gap_to: u64,
+    /// Replayed chunks not delivered yet (one block's worth at most).
+    pending: VecDeque<Arc<Chunk>>,
+    /// Where the replay is in the index: `(segment start, record holding
+    /// pos)`, so consecutive blocks need no search.
+    cursor: Option<(u64, u64)>,
     /// A live chunk that arrived ahead of `pos`, delivered after catch-up.
     held: Option<Arc<Chunk>>,
     rx: Option<broadcast::Receiver<Arc<Chunk>>>,
     done: bool,
     /// The status to end with, when the process was finished at subscribe.
     final_status: Option<StatusInfo>,
+    /// Times it fell behind the emitter and caught up from the store.
+    catch_ups: u64,
+}
+
+/// What one replay step read.
+enum Block {
+    /// Chunks starting at the position asked for, and the cursor after
+    /// them.
+    Chunks(Vec<Chunk>, Option<(u64, u64)>),
+    /// The position is in the elided range: continue at this offset.
+    Elided(u64),
+    /// Nothing is stored there (the files are shorter than the view says,
+    /// or gone): stop replaying.
+    End,
 }
 
 impl Follow {
     /// Built by [`OutputLog::subscribe`] under the log lock.
     pub(super) fn new(
         log: Arc<OutputLog>,
-        path: PathBuf,
         pos: u64,
         replay_end: u64,
-        gap_to: u64,
         rx: Option<broadcast::Receiver<Arc<Chunk>>>,
         final_status: Option<StatusInfo>,
     ) -> Self {
         crate::metrics::get().follower_opened();
         Follow {
             log,
-            path,
             pos,
             replay_end,
-            gap_to,
+            pending: VecDeque::new(),
+            cursor: None,
             held: None,
             rx,
             done: false,
             final_status,
+            catch_ups: 0,
         }
     }
 
@@ -85,19 +115,12 @@ impl Follow {
                 match self.read_block().await {
                     Ok(Some(ev)) => return Some(ev),
                     Ok(None) => continue,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                        // The log vanished (the process was deleted):
-                        // nothing more can be replayed.
-                        tracing::debug!(%e, path = %self.path.display(), "output log gone while following");
-                        self.replay_end = self.pos;
-                        continue;
-                    }
                     Err(e) => {
                         // Cannot be read now (no descriptor left, an I/O
                         // error): end this stream rather than skip output
                         // silently. A client resumes from its position
                         // (`Last-Event-ID`), with no gap.
-                        tracing::warn!(%e, path = %self.path.display(), "output log unreadable while following; ending the stream");
+                        tracing::warn!(%e, "output unreadable while following; ending the stream");
                         // The receiver stays until drop, which releases
                         // the emitter.
                         self.done = true;
@@ -159,18 +182,21 @@ impl Follow {
         self.pos
     }
 
-    /// The gap report or held chunk that follows a finished catch-up.
+    /// How many times this follower fell behind the emitter's buffer and
+    /// caught up from the stored output (what a test of a slow follower
+    /// checks it really tested).
+    pub fn catch_ups(&self) -> u64 {
+        self.catch_ups
+    }
+
+    /// A replayed chunk not yet delivered, or the held chunk once the
+    /// replay is over.
     fn next_ready(&mut self) -> Option<FollowEvent> {
+        if let Some(c) = self.pending.pop_front() {
+            return Some(FollowEvent::Chunk(c));
+        }
         if self.pos < self.replay_end {
             return None;
-        }
-        if self.pos < self.gap_to {
-            let ev = FollowEvent::Lagged {
-                from: self.pos,
-                to: self.gap_to,
-            };
-            self.pos = self.gap_to;
-            return Some(ev);
         }
         let chunk = self.held.take()?;
         self.accept(chunk)
@@ -178,23 +204,23 @@ impl Follow {
 
     /// Decides what to do with a live chunk: skip it (already delivered by
     /// the replay), deliver it, or hold it while the gap before it is
-    /// filled from the log.
+    /// replayed from the stored output.
     fn accept(&mut self, chunk: Arc<Chunk>) -> Option<FollowEvent> {
         if chunk.offset <= self.pos {
             return None;
         }
         let start = chunk.start();
         if start > self.pos {
-            let stored = self.log.lock().stored;
-            self.replay_end = stored.min(start).max(self.pos);
-            self.gap_to = start;
+            // Everything below `start` is stored or elided by now.
+            self.replay_end = start;
             self.held = Some(chunk);
             return None;
         }
         if start < self.pos {
-            // Only possible after a replay that began inside this chunk. A
-            // cut inside a character moves on to the next one (it used to
-            // drop the whole rest of the chunk).
+            // Only possible after a replay that began inside this chunk
+            // (or jumped over an elided range into it). A cut inside a
+            // character moves on to the next one (it used to drop the
+            // whole rest of the chunk).
             let mut skip = (self.pos - start) as usize;
             while !chunk.content.is_char_boundary(skip) {
                 skip += 1;
@@ -208,6 +234,8 @@ impl Follow {
                 chunk.offset,
                 rest.to_owned(),
                 chunk.stream,
+                chunk.seq,
+                chunk.ts_ms,
             ))));
         }
         self.pos = chunk.offset;
@@ -217,42 +245,59 @@ impl Follow {
     /// After a lag: counted, then [`Follow::catch_up`].
     fn catch_up_laggard(&mut self) {
         crate::metrics::get().laggard_caught_up();
+        self.catch_ups += 1;
         self.catch_up();
     }
 
-    /// After a lag or the end of the live part: replay the log up to what is
-    /// stored now; anything beyond that which went by is a gap.
+    /// After a lag or the end of the live part: replay up to what was
+    /// appended by now (every byte of it is stored or elided).
     fn catch_up(&mut self) {
         let st = self.log.lock();
-        self.replay_end = st.stored.max(self.pos);
-        if self.rx.is_none() {
-            // Finished: whatever was emitted but not stored is gone.
-            self.gap_to = st.total;
-        }
+        self.replay_end = st.total.max(self.pos);
     }
 
+    /// One replay step: a block of chunks (the first returned, the rest
+    /// queued), or the elided range skipped.
     async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
-        let (stream, to) = self.log.lock().stream_run(self.pos, self.replay_end);
-        let (path, from) = (self.path.clone(), self.pos);
-        let bytes = tokio::task::spawn_blocking(move || read_range(&path, from, to, REPLAY_BLOCK))
+        let view = self.log.view();
+        let (from, to, cursor) = (self.pos, self.replay_end, self.cursor);
+        let read = tokio::task::spawn_blocking(move || replay_block(&view, from, to, cursor))
             .await
-            .map_err(io::Error::other)??;
-        if bytes.is_empty() {
-            // The log is shorter than the index says: stop replaying.
-            self.replay_end = self.pos;
-            return Ok(None);
+            .map_err(io::Error::other)?;
+        let block = match read {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // A segment was deleted after the view was taken: it left
+                // the window (the next view says so) or the process was
+                // deleted (nothing more to replay).
+                tracing::debug!(%e, "output segment gone while following");
+                match self.log.view().served_from(from) {
+                    to if to > from => Block::Elided(to),
+                    _ => Block::End,
+                }
+            }
+            other => other?,
+        };
+        match block {
+            Block::Elided(to) => {
+                self.pos = to;
+                self.cursor = None;
+                Ok(Some(FollowEvent::Lagged { from, to }))
+            }
+            Block::End => {
+                self.replay_end = self.pos;
+                Ok(None)
+            }
+            Block::Chunks(chunks, cursor) => {
+                self.cursor = cursor;
+                if let Some(last) = chunks.last() {
+                    crate::metrics::get().replayed((last.offset - from) as usize);
+                    self.pos = last.offset;
+                }
+                self.pending
+                    .extend(chunks.into_iter().filter(|c| !c.content.is_empty()).map(Arc::new));
+                Ok(self.pending.pop_front().map(FollowEvent::Chunk))
+            }
         }
-        // Everywhere but the first block of a replay asked to start inside
-        // a character, blocks start and end on characters.
-        crate::metrics::get().replayed(bytes.len());
-        self.pos += bytes.len() as u64;
-        let content = log_text(bytes);
-        if content.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(FollowEvent::Chunk(Arc::new(Chunk::new(
-            self.pos, content, stream,
-        )))))
     }
 
     fn finish(&mut self) -> Option<FollowEvent> {
@@ -263,6 +308,64 @@ impl Follow {
         };
         Some(FollowEvent::Status(status))
     }
+}
+
+/// Reads stored output from `pos` (below `end`) in `view`: at most one
+/// [`REPLAY_BLOCK`] of one segment, one chunk per index record in it (the
+/// first and last possibly partial), each with the record's SEQ, time and
+/// pipe. Blocking. `cursor` is where the previous block left off in the
+/// index, which saves the binary search when it still applies.
+fn replay_block(view: &OutputView, pos: u64, end: u64, cursor: Option<(u64, u64)>) -> io::Result<Block> {
+    let served = view.served_from(pos);
+    if served > pos {
+        return Ok(Block::Elided(served));
+    }
+    let Some(seg) = view.segment_at(pos) else {
+        return Ok(Block::End);
+    };
+    let stop = end.min(seg.end).min(pos + REPLAY_BLOCK as u64);
+    let bytes = read_range(&seg.log, pos - seg.start, stop - seg.start, REPLAY_BLOCK)?;
+    if bytes.is_empty() {
+        return Ok(Block::End);
+    }
+    let got_end = pos + bytes.len() as u64;
+    let idx = IndexReader::open_with_count(&seg.idx, seg.records)?;
+    let mut i = match cursor {
+        Some((start, i)) if start == seg.start => i,
+        _ => idx.first_ending_after(pos)?,
+    };
+    let mut chunks = Vec::new();
+    let mut batch = FIRST_BATCH;
+    while i < idx.count() {
+        let records = idx.read(i, batch)?;
+        let mut covered = false;
+        for r in &records {
+            if r.start >= got_end {
+                covered = true;
+                break;
+            }
+            let (a, b) = (r.start.max(pos), r.end().min(got_end));
+            if b > a {
+                let slice = bytes[(a - pos) as usize..(b - pos) as usize].to_vec();
+                chunks.push(Chunk::new(b, log_text(slice), r.pipe, r.seq, r.ts_ms));
+            }
+            if r.end() > got_end {
+                covered = true;
+                break;
+            }
+            i += 1;
+        }
+        if covered || records.is_empty() {
+            break;
+        }
+        batch = (batch * 2).min(READ_BATCH);
+    }
+    if chunks.is_empty() {
+        // Bytes without records (cannot happen after open's repair): one
+        // untagged chunk rather than a stall.
+        chunks.push(Chunk::new(got_end, log_text(bytes), None, 0, 0));
+    }
+    Ok(Block::Chunks(chunks, Some((seg.start, i))))
 }
 
 impl Drop for Follow {

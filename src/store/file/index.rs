@@ -8,12 +8,11 @@
 //! (regression: 20 such clients of a page of 1 MB `result`s held 4.87 GB).
 
 use std::collections::{BTreeSet, HashMap};
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 
 use super::error::{Result, StoreError};
-use super::log::OutputLog;
+use super::log::{LogEnv, OutputLog, Stored};
 use crate::model::{Id, Process, Timestamp};
 pub use crate::model::{ListQuery, Page};
 
@@ -37,10 +36,10 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// The entry of a record whose log is at `log` (`output_bytes`,
-    /// `status` and `output_truncated` say where that log stands).
-    pub fn new(p: Process, log: PathBuf, emitters: &Arc<AtomicUsize>) -> Arc<Entry> {
-        let log = OutputLog::new(log, p.output_bytes, p.status, p.output_truncated, emitters.clone());
+    /// The entry of a record whose output is `stored` (`status` and
+    /// `output_truncated` say where the record stands).
+    pub fn new(p: Process, env: &Arc<LogEnv>, stored: Stored) -> Arc<Entry> {
+        let log = OutputLog::new(env, p.id.as_str(), stored, p.status, p.output_truncated);
         Arc::new(Entry {
             write: tokio::sync::Mutex::new(()),
             record: Mutex::new(p),
@@ -52,8 +51,9 @@ impl Entry {
     pub fn record(&self) -> Process {
         let mut p = crate::sync::lock(&self.record).clone();
         let st = self.log.lock();
-        p.output_bytes = st.stored;
+        p.output_bytes = st.total;
         p.output_truncated |= st.truncated;
+        p.output_elided = st.elided_bytes();
         p
     }
 

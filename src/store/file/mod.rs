@@ -61,6 +61,7 @@ mod events;
 mod follow;
 mod fsio;
 mod handles;
+mod history;
 mod index;
 mod log;
 mod open;
@@ -74,7 +75,7 @@ mod workspace;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, RwLock};
 
 pub use children::ChildRecord;
@@ -136,7 +137,25 @@ pub struct OpenReport {
     pub workspaces: usize,
     pub quarantined: Vec<PathBuf>,
     pub temp_removed: usize,
+    /// Orphan segments (log or index) of deleted records removed.
     pub orphan_logs_removed: usize,
+    /// Segments whose torn tail was cut (a crash mid-append), with what
+    /// was cut.
+    pub trimmed: Vec<Trimmed>,
+    /// Logs from before the append index that got one.
+    pub indexes_synthesized: usize,
+}
+
+/// One segment whose torn tail `open` cut.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trimmed {
+    /// The segment's log.
+    pub log: PathBuf,
+    /// Index records dropped (partial or beyond the log).
+    pub records: u64,
+    /// Bytes cut from the index and from the log.
+    pub index_bytes: u64,
+    pub log_bytes: u64,
 }
 
 /// Where each kind of file lives below `DIR` (SPEC section 5).
@@ -176,11 +195,6 @@ impl Layout {
     fn workspace(&self, id: &str) -> PathBuf {
         self.workspaces.join(format!("{id}.json"))
     }
-
-    /// `output/<id>.log`.
-    fn log(&self, id: &str) -> PathBuf {
-        self.output.join(format!("{id}.log"))
-    }
 }
 
 /// The store. Share it as `Arc<FileProcessStore>`.
@@ -209,8 +223,9 @@ pub struct FileProcessStore {
     /// RwLock: held across the durable write.
     ws_guard: tokio::sync::RwLock<()>,
     events: Events,
-    /// Live emitters (processes with at least one follower).
-    emitters: Arc<AtomicUsize>,
+    /// What every output log shares: the output folder, the SEQ counter,
+    /// the clock, the retention rule, the live emitter count.
+    env: Arc<log::LogEnv>,
     /// Open output-log handles, at most [`MAX_OPEN_LOGS`].
     log_handles: LogHandles,
     report: OpenReport,
@@ -238,12 +253,18 @@ impl FileProcessStore {
     /// Processes that currently have a live emitter (at least one follower
     /// of a running process).
     pub fn emitter_count(&self) -> usize {
-        self.emitters.load(Ordering::Relaxed)
+        self.env.emitters.load(Ordering::Relaxed)
     }
 
     /// Output logs open for appends right now (at most [`MAX_OPEN_LOGS`]).
     pub fn open_logs(&self) -> usize {
         self.log_handles.len()
+    }
+
+    /// The last SEQ the store handed out (store-wide, +1 per stored
+    /// piece of output, never reused after a restart).
+    pub fn last_seq(&self) -> u64 {
+        self.env.seqs.last()
     }
 
     /// Number of process records.
@@ -269,10 +290,6 @@ impl FileProcessStore {
 
     fn workspace_path(&self, id: &str) -> PathBuf {
         self.files.workspace(id)
-    }
-
-    fn log_path(&self, id: &str) -> PathBuf {
-        self.files.log(id)
     }
 
     /// Writes the `default` workspace if the folder has none. Runs at open,
@@ -344,8 +361,9 @@ impl FileProcessStore {
         }
     }
 
-    /// fsyncs every open output log, so output acknowledged before a
-    /// graceful shutdown survives a power loss after it.
+    /// fsyncs the log and index of every segment written since its last
+    /// fsync, so output acknowledged before a graceful shutdown survives a
+    /// power loss after it.
     pub async fn sync_output(self: &Arc<Self>) -> Result<()> {
         let logs: Vec<Arc<OutputLog>> = self.read_index().by_id.values().map(|e| e.log.clone()).collect();
         let store = self.clone();

@@ -1,7 +1,18 @@
 //! Opening a store folder (SPEC section 5): take `DIR/LOCK`, load every
 //! record into memory (leftover temp files removed, unreadable files
-//! quarantined), derive `output_bytes` from the logs, and settle logs
-//! whose record is gone. Runs before the store is shared, so it may block.
+//! quarantined), find each process's output segments and repair their
+//! torn tails, derive `output_bytes` and the retention window from them,
+//! resume the SEQ counter, and settle segments whose record is gone. Runs
+//! before the store is shared, so it may block.
+//!
+//! # Output at open
+//! Every `output/<id>[.<START>].{log,idx}` pair is repaired by
+//! [`appends::repair`], which reads only the index's tail (open stays
+//! fast with thousands of indexes): a partial record, records whose bytes
+//! are not all in the log, and log bytes past the last record are cut,
+//! with a `warn!` naming the file. A log without an index (a store from
+//! before the index) gets one record per 4 GiB with the log's mtime and
+//! fresh SEQs (`info!`); an index without its log is removed.
 //!
 //! # On a full or read-only disk
 //! A store that can still be read opens: the writes of an open are either
@@ -20,12 +31,15 @@ use std::path::PathBuf;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex, RwLock};
 
+use super::appends::{self, Append};
 use super::error::{Result, StoreError};
 use super::events::Events;
 use super::fsio::{self, DirSync, Scan};
 use super::handles::{self, LogHandles};
 use super::index::{Entry, Index};
-use super::{FileProcessStore, Layout, OpenReport, StoreConfig, log};
+use super::log::{LogEnv, Stored};
+use super::segments::{self, SegmentView};
+use super::{FileProcessStore, Layout, OpenReport, StoreConfig, Trimmed, log};
 use crate::model::{Id, Process, Workspace};
 
 impl FileProcessStore {
@@ -49,8 +63,15 @@ impl FileProcessStore {
         }
         let mut report = OpenReport::default();
         let workspaces = load_workspaces(&files, &mut report)?;
-        let emitters = Arc::new(AtomicUsize::new(0));
-        let index = load_processes(&files, &emitters, &mut report)?;
+        let output = scan_output(&files, &mut report)?;
+        let env = Arc::new(LogEnv {
+            dir: files.output.clone(),
+            seqs: log::Seqs::new(&files.output, output.last_seq, output.floor),
+            clock: config.clock.clone(),
+            retain: log::Retain::new(config.max_output),
+            emitters: AtomicUsize::new(0),
+        });
+        let index = load_processes(&files, &env, output, &mut report)?;
         let store = FileProcessStore {
             proc_sync: DirSync::open(files.processes.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
             ws_sync: DirSync::open(files.workspaces.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
@@ -63,7 +84,7 @@ impl FileProcessStore {
             creating: Mutex::default(),
             workspaces: Mutex::new(workspaces),
             ws_guard: tokio::sync::RwLock::new(()),
-            emitters,
+            env,
             log_handles: LogHandles::new(handles::capacity()),
             report,
         };
@@ -74,6 +95,9 @@ impl FileProcessStore {
             workspaces = store.report.workspaces,
             quarantined = store.report.quarantined.len(),
             temp_removed = store.report.temp_removed,
+            segments_trimmed = store.report.trimmed.len(),
+            indexes_synthesized = store.report.indexes_synthesized,
+            last_seq = store.env.seqs.last(),
             open_logs_max = store.log_handles.capacity(),
             "store opened"
         );
@@ -103,52 +127,251 @@ fn load_workspaces(files: &Layout, report: &mut OpenReport) -> Result<BTreeMap<I
     Ok(workspaces)
 }
 
+/// The output folder as found: each id's segments (repaired), the
+/// largest SEQ of any index and the floor in `output/SEQ`.
+struct Output {
+    by_id: HashMap<String, Vec<Seg>>,
+    last_seq: u64,
+    floor: u64,
+}
+
+/// One repaired segment of a process's output.
+struct Seg {
+    view: SegmentView,
+    last: Option<Append>,
+}
+
+/// Finds and repairs every output segment. Logs without an index are
+/// given one after all SEQs are known (their SEQs come after every
+/// existing one).
+fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
+    let dir = &files.output;
+    // (id, start) -> (has log, has index)
+    let mut found: BTreeMap<(String, u64), (bool, bool)> = BTreeMap::new();
+    for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
+        let entry = entry.map_err(StoreError::io("read folder", dir))?;
+        let name = entry.file_name();
+        let Some((id, start, is_index)) = name.to_str().and_then(segments::parse_segment_name) else {
+            continue;
+        };
+        let slot = found.entry((id.to_owned(), start)).or_default();
+        if is_index {
+            slot.1 = true;
+        } else {
+            slot.0 = true;
+        }
+    }
+    let floor = read_floor(&dir.join(log::SEQ_FILE));
+    let mut out = Output {
+        by_id: HashMap::new(),
+        last_seq: floor,
+        floor,
+    };
+    let mut legacy = Vec::new();
+    for ((id, start), (has_log, has_index)) in found {
+        let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
+        if !has_log {
+            // Its bytes are gone (a crash between deleting the two): the
+            // records alone are of no use.
+            remove_or_warn(&idx_path, "an index without its log");
+            continue;
+        }
+        if !has_index {
+            legacy.push((id, start, log_path, idx_path));
+            continue;
+        }
+        let repaired = match appends::repair(&idx_path, &log_path, start) {
+            Ok(r) => r,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // Not an index we can read (garbage header): treat the log
+                // as one without an index.
+                tracing::warn!(%e, index = %idx_path.display(), "unreadable output index; rebuilt from its log");
+                legacy.push((id, start, log_path, idx_path));
+                continue;
+            }
+            Err(e) => return Err(StoreError::io("repair", &idx_path)(e)),
+        };
+        if repaired.cut_anything() {
+            tracing::warn!(
+                log = %log_path.display(),
+                records_cut = repaired.cut_records,
+                index_bytes_cut = repaired.cut_index_bytes,
+                log_bytes_cut = repaired.cut_log_bytes,
+                "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
+            );
+            report.trimmed.push(Trimmed {
+                log: log_path.clone(),
+                records: repaired.cut_records,
+                index_bytes: repaired.cut_index_bytes,
+                log_bytes: repaired.cut_log_bytes,
+            });
+        }
+        if let Some(last) = repaired.last {
+            out.last_seq = out.last_seq.max(last.seq);
+        }
+        out.by_id.entry(id).or_default().push(Seg {
+            view: SegmentView {
+                start,
+                end: start + repaired.log_len,
+                records: repaired.records,
+                log: log_path,
+                idx: idx_path,
+            },
+            last: repaired.last,
+        });
+    }
+    for (id, start, log_path, idx_path) in legacy {
+        let ts_ms = fs::metadata(&log_path)
+            .and_then(|m| m.modified())
+            .map(|t| appends::ms_of(chrono::DateTime::<chrono::Utc>::from(t)))
+            .unwrap_or(0);
+        let records = appends::synthesize(&idx_path, &log_path, start, out.last_seq + 1, ts_ms)
+            .map_err(StoreError::io("index", &log_path))?;
+        tracing::info!(log = %log_path.display(), records = records.len(), "output log from before the append index: index written");
+        report.indexes_synthesized += 1;
+        let last = records.last().copied();
+        if let Some(l) = last {
+            out.last_seq = l.seq;
+        }
+        out.by_id.entry(id).or_default().push(Seg {
+            view: SegmentView {
+                start,
+                end: last.map_or(start, |l| l.end()),
+                records: records.len() as u64,
+                log: log_path,
+                idx: idx_path,
+            },
+            last,
+        });
+    }
+    for segs in out.by_id.values_mut() {
+        segs.sort_by_key(|s| s.view.start);
+    }
+    Ok(out)
+}
+
+/// The SEQ floor in `output/SEQ`, 0 if absent or unreadable (then the
+/// indexes alone decide, which is right unless the newest process was
+/// deleted and the floor lost with it: logged).
+fn read_floor(path: &std::path::Path) -> u64 {
+    match fs::read_to_string(path) {
+        Ok(s) => s.trim().parse().unwrap_or_else(|e| {
+            tracing::warn!(%e, file = %path.display(), "unreadable SEQ floor; resuming after the largest SEQ of any index");
+            0
+        }),
+        Err(_) => 0,
+    }
+}
+
+fn remove_or_warn(path: &std::path::Path, what: &str) {
+    if let Err(e) = fs::remove_file(path) {
+        tracing::warn!(%e, file = %path.display(), "cannot remove {what}; left for the next start");
+    }
+}
+
+/// A process's output as its log starts: the segments found, `total` the
+/// end of the last one, and the elided range from the head's end to the
+/// first tail byte served.
+///
+/// The window is placed with the record's `output_elided` (final once the
+/// process finished; as of elision start if the server stopped while it
+/// ran, which then serves a few bytes more of a partly expired segment:
+/// real output, still in order), never before the first tail segment
+/// kept. If `--max-output` changed between runs, what is on disk is
+/// served as it was kept; a running process's next append applies the new
+/// cap (deleting segments it no longer keeps). A head-only log with an
+/// `output_elided` (a cap too small for a tail) keeps its elided range
+/// after the head.
+fn stored_of(segs: Vec<Seg>, p: &Process) -> Stored {
+    let mut stored = Stored::default();
+    let head_end = segs.first().filter(|s| s.view.start == 0).map_or(0, |s| s.view.end);
+    for s in &segs {
+        if let Some(l) = s.last {
+            stored.last_seq = stored.last_seq.max(l.seq);
+            stored.last_ts_ms = stored.last_ts_ms.max(l.ts_ms);
+        }
+    }
+    stored.total = segs.last().map_or(0, |s| s.view.end);
+    let first_tail = segs.iter().find(|s| s.view.start > 0).map(|s| s.view.start);
+    stored.elided = match first_tail {
+        Some(t) => {
+            let from = (head_end + p.output_elided).clamp(t, stored.total);
+            (from > head_end).then_some((head_end, from))
+        }
+        None if p.output_elided > 0 => {
+            stored.total = head_end + p.output_elided;
+            Some((head_end, stored.total))
+        }
+        None => None,
+    };
+    stored.segments = segs.into_iter().map(|s| s.view).collect();
+    if stored.segments.first().is_some_and(|s| s.start != 0) {
+        // The head is gone (removed by hand?): an empty one in its place.
+        stored.segments.insert(
+            0,
+            SegmentView {
+                start: 0,
+                end: 0,
+                records: 0,
+                log: PathBuf::new(),
+                idx: PathBuf::new(),
+            },
+        );
+    }
+    stored
+}
+
 /// Builds the process index while the records are being parsed.
-/// `output_bytes` is derived from the logs, so their sizes come first.
-fn load_processes(files: &Layout, emitters: &Arc<AtomicUsize>, report: &mut OpenReport) -> Result<Index> {
-    let logs = log::log_sizes(&files.output)?;
+/// `output_bytes` is derived from the segments, never trusted from the
+/// record.
+fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report: &mut OpenReport) -> Result<Index> {
     let mut index = Index::default();
     let mut scan = fsio::scan_dir::<Process>(
         &files.processes,
         &files.quarantine,
         |p| p.id.as_str(),
         |batch| {
-            for mut p in batch {
-                p.output_bytes = logs.get(p.id.as_str()).copied().unwrap_or(0);
+            for p in batch {
+                let segs = output.by_id.remove(p.id.as_str()).unwrap_or_default();
+                let stored = stored_of(segs, &p);
                 let (created_at, id) = (p.created_at, p.id.clone());
-                let log = files.log(&id);
-                index.insert_key(created_at, id, Entry::new(p, log, emitters));
+                index.insert_key(created_at, id, Entry::new(p, env, stored));
             }
         },
     )?;
     let set_aside = std::mem::take(&mut scan.quarantined_stems);
     report.processes = report.add(scan);
-    settle_orphan_logs(files, &logs, &index, &set_aside, report)?;
+    settle_orphan_logs(files, output.by_id, &set_aside, report)?;
     Ok(index)
 }
 
-/// Logs without an indexed record: the output of a quarantined record goes
-/// to quarantine with it (it is part of the evidence); the log of a deleted
-/// record (a crash between removing the record and its log) is removed.
+/// Segments without an indexed record: the output of a quarantined record
+/// goes to quarantine with it (it is part of the evidence); the segments
+/// of a deleted record (a crash between removing the record and its
+/// output) are removed.
 fn settle_orphan_logs(
     files: &Layout,
-    logs: &HashMap<String, u64>,
-    index: &Index,
+    orphans: HashMap<String, Vec<Seg>>,
     quarantined_stems: &[String],
     report: &mut OpenReport,
 ) -> Result<()> {
     let set_aside: HashSet<&str> = quarantined_stems.iter().map(String::as_str).collect();
-    for id in logs.keys().filter(|id| !index.by_id.contains_key(id.as_str())) {
-        let path = files.log(id);
-        if set_aside.contains(id.as_str()) {
-            if let Some(to) = fsio::quarantine_or_leave(&path, &files.quarantine, "output of a quarantined record") {
-                report.quarantined.push(to);
-            }
-        } else {
-            match fs::remove_file(&path) {
-                Ok(()) => report.orphan_logs_removed += 1,
-                Err(e) => {
-                    tracing::warn!(%e, log = %path.display(), "cannot remove an orphan log; left for the next start")
+    for (id, segs) in orphans {
+        for seg in segs {
+            for path in [&seg.view.log, &seg.view.idx] {
+                if set_aside.contains(id.as_str()) {
+                    if let Some(to) =
+                        fsio::quarantine_or_leave(path, &files.quarantine, "output of a quarantined record")
+                    {
+                        report.quarantined.push(to);
+                    }
+                } else {
+                    match fs::remove_file(path) {
+                        Ok(()) => report.orphan_logs_removed += 1,
+                        Err(e) => {
+                            tracing::warn!(%e, file = %path.display(), "cannot remove an orphan output file; left for the next start")
+                        }
+                    }
                 }
             }
         }

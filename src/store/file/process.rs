@@ -26,10 +26,12 @@ pub const INLINE_APPEND_MAX: usize = 64 * 1024;
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendResult {
-    /// Bytes stored so far (the record's `output_bytes`).
+    /// Every byte appended so far, stored or elided (the record's
+    /// `output_bytes`).
     pub output_bytes: u64,
-    /// Offset of the output after this append, as followers see it; past
-    /// the cap this is larger than `output_bytes`.
+    /// Offset of the output after this append, as followers see it: the
+    /// same as `output_bytes` since the head + tail retention (kept so
+    /// callers need not change).
     pub offset: u64,
 }
 
@@ -64,7 +66,7 @@ impl FileProcessStore {
         let p = new_record(id, workspace, new, self.now());
         let written = self.write_record(&p).await;
         settle(written, || {
-            let entry = Entry::new(p.clone(), self.log_path(&p.id), &self.emitters);
+            let entry = Entry::new(p.clone(), &self.env, Default::default());
             self.write_index().insert(&p, entry);
             self.events.process(EventKind::ProcessAdded, &p);
         })?;
@@ -165,7 +167,8 @@ impl FileProcessStore {
     /// says the process is done; if either write fails the process takes
     /// output again as before.
     async fn write_terminal(self: &Arc<Self>, entry: &Arc<Entry>, was: Status, mut next: Process) -> Result<Process> {
-        next.output_bytes = entry.log.close_for_appends(next.status);
+        (next.output_bytes, next.output_elided) = entry.log.close_for_appends(next.status);
+        next.output_truncated |= next.output_elided > 0;
         let (log, store) = (entry.log.clone(), self.clone());
         let written = match Self::blocking(move || log.sync(&store.log_handles)).await {
             Ok(()) => self.write_record(&next).await,
@@ -213,17 +216,21 @@ impl FileProcessStore {
     /// log without a record is removed at the next open, a record without
     /// its log would be a process whose output vanished); `finish` closes
     /// the log's cached handle, so a deleted log's space is freed at once.
+    /// Before anything, the SEQ floor is raised past this process's SEQs
+    /// (if they are the newest), so a restart never hands them out again.
     pub(crate) async fn delete_process_inner(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
         let _write = self.lock_current(id, &entry).await?;
         let mut p = entry.record();
         entry.log.close_for_appends(Status::Cancelled);
-        let (path, log) = (self.process_path(id), self.log_path(id));
+        let path = self.process_path(id);
+        let (segments, last_seq) = entry.log.segments_for_removal();
         let store = self.clone();
         let removed = Self::blocking(move || {
+            store.env.seqs.keep_above(last_seq)?;
             let removed = fsio::remove_durable(&path, &store.proc_sync);
             if matches!(removed, Ok(()) | Err(StoreError::NotDurable { .. })) {
-                remove_log(&log);
+                segments.iter().for_each(super::log::remove_segment);
             }
             removed
         })
@@ -248,8 +255,9 @@ impl FileProcessStore {
         })
     }
 
-    /// Appends output to a running process (409 otherwise). Content past the
-    /// per-process cap is streamed to followers but not stored.
+    /// Appends output to a running process (409 otherwise). Past the
+    /// per-process cap the head and the most recent tail are kept (see
+    /// `log::Retain`); every byte counts in `output_bytes`.
     pub async fn append_output(
         self: &Arc<Self>,
         id: &Id,
@@ -271,15 +279,12 @@ impl FileProcessStore {
         at: Option<u64>,
     ) -> Result<AppendResult> {
         let entry = self.entry(id)?;
-        let max = self.config.max_output;
         let len = content.len();
         let appended = if content.len() <= INLINE_APPEND_MAX {
-            entry
-                .log
-                .append_blocking(&self.log_handles, id, content, stream, at, max)?
+            entry.log.append_blocking(&self.log_handles, id, content, stream, at)?
         } else {
             let (out, id, store) = (entry.log.clone(), id.to_owned(), self.clone());
-            Self::blocking_short(move || out.append_blocking(&store.log_handles, &id, content, stream, at, max)).await?
+            Self::blocking_short(move || out.append_blocking(&store.log_handles, &id, content, stream, at)).await?
         };
         crate::metrics::get().output_appended(len);
         if appended.newly_truncated {
@@ -288,17 +293,19 @@ impl FileProcessStore {
                 .await?;
         }
         Ok(AppendResult {
-            output_bytes: entry.log.lock().stored,
+            output_bytes: appended.total,
             offset: appended.total,
         })
     }
 
-    /// Persists `output_truncated: true` (once per process).
+    /// Persists `output_truncated: true` and the elided bytes so far, when
+    /// elision starts (once per process; the completion writes the final
+    /// `output_elided`).
     async fn mark_truncated(self: Arc<Self>, id: &str) -> Result<()> {
         let entry = self.entry(id)?;
         let _write = self.lock_current(id, &entry).await?;
-        let mut p = entry.record();
-        p.output_truncated = true;
+        // `record()` overlays the log's figures.
+        let p = entry.record();
         let written = self.write_record(&p).await;
         settle(written, || entry.set_record(p))
     }
@@ -309,7 +316,7 @@ impl FileProcessStore {
     /// streams it with [`FileProcessStore::output_reader`], which this
     /// drains (one way to read output).
     pub async fn read_output(&self, id: &Id, range: OutputRange) -> Result<Vec<u8>> {
-        let mut reader = self.output_reader(id, range)?;
+        let mut reader = self.output_reader(id, &crate::model::OutputQuery::range(range))?;
         let mut out = Vec::new();
         while let Some(block) = reader.next_block().await? {
             out.extend_from_slice(block.as_bytes());
@@ -323,16 +330,6 @@ impl FileProcessStore {
         let entry = self.entry(id)?;
         let current = entry.record().status_info();
         Ok(entry.log.subscribe(from, current))
-    }
-}
-
-/// Removes a deleted process's log; a failure is logged and left to the
-/// next open, which removes logs without a record.
-fn remove_log(log: &std::path::Path) {
-    match std::fs::remove_file(log) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => tracing::warn!(%e, log = %log.display(), "could not remove the log of a deleted process"),
     }
 }
 

@@ -1,5 +1,5 @@
 //! [`OutputReader`]: the stored output of a process read block by block,
-//! for `GET /api/processes/:id/output`.
+//! for `GET /api/processes/:id/output` (SPEC sections 1 and 10).
 //!
 //! # Why a reader, not a buffer
 //! The endpoint used to read the whole range into memory before answering:
@@ -8,183 +8,700 @@
 //! body is polled, which hyper does only when the socket takes more, so a
 //! client that stops reading costs its socket buffers plus one block.
 //!
-//! The range is fixed when the reader is made (bytes appended later are
-//! not included). Each block opens the log, reads and closes it on the
-//! blocking pool, so a stalled client holds no file descriptor. Blocks
-//! never split a character: the decoder keeps an incomplete one for the
-//! next block; a start inside a character moves to the next one, and
-//! invalid bytes become U+FFFD, as in a follow replay.
-
-use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom};
-use std::path::PathBuf;
+//! # What it reads
+//! The output as it is when the reader is made: an `OutputView` snapshot
+//! of the head and tail segments taken under the log lock (bytes appended
+//! later are not included, and nothing is read under the lock). Which
+//! bytes a query selects and how they become text is
+//! [`super::history`]'s job; this is its async face: each block runs on
+//! the blocking pool and opens, reads and closes its files, so a stalled
+//! client holds no file descriptor.
 
 use super::FileProcessStore;
 use super::error::{Result, StoreError};
+use super::history::History;
+#[cfg(doc)]
 use super::log::REPLAY_BLOCK;
-use crate::model::{Id, OutputRange};
-use crate::utf8::Utf8Decoder;
-
-/// Most bytes of a character that a range can start inside: the leading
-/// continuation bytes skipped at its start.
-const MAX_CONTINUATION: usize = 3;
+use super::segments::OutputView;
+use crate::model::{Id, OutputQuery};
 
 impl FileProcessStore {
-    /// A reader of `range` of `id`'s stored output as it is now. Nothing
-    /// is read until [`OutputReader::next_block`].
-    pub fn output_reader(&self, id: &Id, range: OutputRange) -> Result<OutputReader> {
+    /// A reader of what `query` selects of `id`'s stored output as it is
+    /// now. Nothing is read until [`OutputReader::next_block`].
+    pub fn output_reader(&self, id: &Id, query: &OutputQuery) -> Result<OutputReader> {
         let entry = self.read_index().by_id.get(id).cloned();
         let entry = entry.ok_or_else(|| StoreError::NotFound {
             kind: "process",
             id: id.to_string(),
         })?;
-        let stored = entry.log.lock().stored;
-        let from = match range {
-            OutputRange::All => 0,
-            OutputRange::From(n) => n.min(stored),
-            OutputRange::Tail(n) => stored.saturating_sub(n),
-        };
-        Ok(OutputReader {
-            path: self.log_path(id),
-            pos: from,
-            end: stored,
-            at_start: true,
-            decoder: Utf8Decoder::new(),
-            done: false,
-        })
+        Ok(OutputReader::of_view(entry.log.view(), query.clone()))
     }
 }
 
-/// A fixed byte range of one output log, read as UTF-8 text in blocks.
+/// One query's text, read in blocks.
 pub struct OutputReader {
-    path: PathBuf,
-    /// Next byte to read.
-    pos: u64,
-    /// End of the range: what was stored when the reader was made.
-    end: u64,
-    /// No block read yet: leading continuation bytes are skipped.
-    at_start: bool,
-    decoder: Utf8Decoder,
-    /// Everything was returned.
+    /// None while a block is being read on the blocking pool (or after a
+    /// read was cancelled half-way).
+    history: Option<History>,
+    output_end: u64,
+    elided: Option<(u64, u64)>,
     done: bool,
 }
 
 impl OutputReader {
-    /// The next block of text (at most [`REPLAY_BLOCK`] bytes of the log,
-    /// a few more where U+FFFD replaces invalid bytes), or None at the end.
-    /// A log that vanishes (the process was deleted) or is shorter than
-    /// recorded ends the text where it ends.
-    pub async fn next_block(&mut self) -> Result<Option<String>> {
-        while !self.done {
-            if self.pos >= self.end {
-                self.done = true;
-                let tail = self.decoder.finish();
-                return Ok((!tail.is_empty()).then_some(tail));
-            }
-            let want = (self.end - self.pos).min(REPLAY_BLOCK as u64) as usize;
-            let (path, from) = (self.path.clone(), self.pos);
-            let read = tokio::task::spawn_blocking(move || read_at(&path, from, want))
-                .await
-                .map_err(|e| StoreError::Task(e.to_string()))?;
-            let bytes = match read {
-                Ok(b) => b,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => Vec::new(),
-                Err(e) => return Err(StoreError::io("read", &self.path)(e)),
-            };
-            if bytes.is_empty() {
-                self.end = self.pos;
-                continue;
-            }
-            self.pos += bytes.len() as u64;
-            let whole = self.skip_partial_start(&bytes);
-            let mut text = self.decoder.push(whole);
-            if self.pos >= self.end {
-                self.done = true;
-                text.push_str(&self.decoder.finish());
-            }
-            if !text.is_empty() {
-                return Ok(Some(text));
-            }
-        }
-        Ok(None)
-    }
-
-    /// Whether every block was returned (after the first call: the whole
-    /// range fit in one block, so its length is known).
-    pub fn is_done(&self) -> bool {
-        self.done
-    }
-
-    /// `bytes` without the continuation bytes that begin the range (it
-    /// started inside a character: the text starts at the next one).
-    fn skip_partial_start<'a>(&mut self, bytes: &'a [u8]) -> &'a [u8] {
-        if !std::mem::take(&mut self.at_start) {
-            return bytes;
-        }
-        let skip = bytes
-            .iter()
-            .take(MAX_CONTINUATION)
-            .take_while(|b| (**b & 0xC0) == 0x80)
-            .count();
-        &bytes[skip..]
-    }
-}
-
-/// Reads up to `want` bytes at `from` (fewer only at the end of the file).
-fn read_at(path: &std::path::Path, from: u64, want: usize) -> io::Result<Vec<u8>> {
-    let mut f = File::open(path)?;
-    f.seek(SeekFrom::Start(from))?;
-    let mut buf = Vec::with_capacity(want);
-    f.take(want as u64).read_to_end(&mut buf)?;
-    Ok(buf)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn reader(path: PathBuf, pos: u64, end: u64) -> OutputReader {
+    /// A reader of `query` over the snapshot `view`.
+    pub(crate) fn of_view(view: OutputView, query: OutputQuery) -> OutputReader {
         OutputReader {
-            path,
-            pos,
-            end,
-            at_start: true,
-            decoder: Utf8Decoder::new(),
+            output_end: view.end,
+            history: Some(History::new(view, query)),
+            elided: None,
             done: false,
         }
     }
 
-    async fn read_all(mut r: OutputReader) -> Vec<String> {
-        let mut blocks = Vec::new();
-        while let Some(b) = r.next_block().await.expect("readable") {
-            blocks.push(b);
+    /// The next block of text (from at most [`REPLAY_BLOCK`] bytes of log;
+    /// longer with timestamps, U+FFFD or an elided marker), or None at the
+    /// end. The first call also plans the read (index lookups), so
+    /// [`OutputReader::elided`] is known after it.
+    pub async fn next_block(&mut self) -> Result<Option<String>> {
+        if self.done {
+            return Ok(None);
         }
-        blocks
+        let mut history = self
+            .history
+            .take()
+            .ok_or_else(|| StoreError::Task("output reader used after a cancelled read".into()))?;
+        let (history, block) = tokio::task::spawn_blocking(move || {
+            let block = history.next_block();
+            (history, block)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        self.elided = history.elided();
+        self.done = history.is_done();
+        self.history = Some(history);
+        block
+    }
+
+    /// Whether every block was returned (after the first call: the whole
+    /// text fit in one block, so its length is known).
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Where the stored output ended when the reader was made: where a
+    /// follower continues (`Prochub-Output-End`, `?from=N`).
+    pub fn output_end(&self) -> u64 {
+        self.output_end
+    }
+
+    /// `from..to`: the bytes of the selection that are not stored (the
+    /// elided middle, or a tail segment deleted since the snapshot), as far
+    /// as read (`Prochub-Elided`). After the first block it includes every
+    /// elided range the snapshot showed.
+    pub fn elided(&self) -> Option<(u64, u64)> {
+        self.elided
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::model::{OutputRange, StreamKind, Timestamp};
+    use crate::store::file::appends::{self, Append, ts_from_ms};
+    use crate::store::file::log::REPLAY_BLOCK;
+    use crate::store::file::segments::{SegmentView, segment_paths};
+
+    const OUT: Option<StreamKind> = Some(StreamKind::Stdout);
+    const ERR: Option<StreamKind> = Some(StreamKind::Stderr);
+    /// 2026-12-01T10:00:00Z in ms: record times below are offsets from it.
+    const T0: i64 = 1_796_119_200_000;
+
+    /// Writes a segment starting at `start`: its log is the appends'
+    /// texts, its index one record per append `(text, ms after T0, pipe)`.
+    fn segment(dir: &Path, start: u64, appends: &[(&str, i64, Option<StreamKind>)]) -> SegmentView {
+        std::fs::create_dir_all(dir).expect("segment folder");
+        let (log, idx) = segment_paths(dir, "p", start);
+        let mut bytes = Vec::new();
+        let mut records = Vec::new();
+        for (i, (text, ms, pipe)) in appends.iter().enumerate() {
+            records.push(Append {
+                start: start + bytes.len() as u64,
+                seq: start + i as u64 + 1,
+                ts_ms: T0 + ms,
+                len: text.len() as u32,
+                pipe: *pipe,
+            });
+            bytes.extend_from_slice(text.as_bytes());
+        }
+        std::fs::write(&log, &bytes).expect("write log");
+        let f = appends::create(&idx).expect("create index");
+        appends::write_records(&f, 0, &records).expect("write records");
+        SegmentView {
+            start,
+            end: start + bytes.len() as u64,
+            records: records.len() as u64,
+            log,
+            idx,
+        }
+    }
+
+    fn view(segments: Vec<SegmentView>, elided: Option<(u64, u64)>) -> OutputView {
+        let end = segments.last().map_or(0, |s| s.end);
+        OutputView { segments, end, elided }
+    }
+
+    fn at(ms: i64) -> Timestamp {
+        ts_from_ms(T0 + ms)
+    }
+
+    fn stamp(ms: i64) -> String {
+        crate::model::format_ts(&at(ms))
+    }
+
+    /// The blocks of a read, and the reader after it.
+    async fn blocks(v: &OutputView, q: OutputQuery) -> (Vec<String>, OutputReader) {
+        let mut r = OutputReader::of_view(v.clone(), q);
+        let mut out = Vec::new();
+        while let Some(b) = r.next_block().await.expect("readable") {
+            out.push(b);
+        }
+        (out, r)
+    }
+
+    async fn text(v: &OutputView, q: OutputQuery) -> String {
+        blocks(v, q).await.0.concat()
+    }
+
+    fn q() -> OutputQuery {
+        OutputQuery::default()
+    }
+
+    /// A head, an elided middle 20..50 and a tail segment that starts at
+    /// 40 (its first 10 bytes are below the kept window).
+    fn elided_fixture(dir: &Path) -> OutputView {
+        let head = segment(
+            dir,
+            0,
+            &[
+                ("one\n", 0, OUT),
+                ("two\nthr", 10, OUT),
+                ("ee\n", 20, ERR),
+                ("xxxxxx", 30, OUT),
+            ],
+        );
+        assert_eq!(head.end, 20);
+        let tail = segment(
+            dir,
+            40,
+            &[("dropped...", 40, OUT), ("aa\nbb\n", 50, OUT), ("cc\n", 60, ERR)],
+        );
+        view(vec![head, tail], Some((20, 50)))
     }
 
     #[tokio::test]
-    async fn blocks_never_split_a_character_and_a_cut_start_moves_on() {
+    async fn byte_ranges_and_a_start_inside_a_character() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("x.log");
-        // "€" (3 bytes) straddles the first block boundary.
-        let mut text = "a".repeat(REPLAY_BLOCK - 1);
-        text.push('€');
-        text.push_str("tail");
-        std::fs::write(&path, &text).expect("write log");
-        let blocks = read_all(reader(path.clone(), 0, text.len() as u64)).await;
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks.concat(), text);
-        assert!(blocks[1].starts_with('€'));
-        // Starting inside "€" starts at the next character.
-        let inside = REPLAY_BLOCK as u64;
-        let blocks = read_all(reader(path, inside, text.len() as u64)).await;
-        assert_eq!(blocks.concat(), "tail");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[("h\u{e9}llo\n", 0, None), ("world\n", 1, None)],
+            )],
+            None,
+        );
+        assert_eq!(text(&v, q()).await, "h\u{e9}llo\nworld\n");
+        assert_eq!(text(&v, OutputQuery::range(OutputRange::Tail(6))).await, "world\n");
+        // Byte 2 is inside "é": the text starts at the next character.
+        assert_eq!(text(&v, OutputQuery::range(OutputRange::From(2))).await, "llo\nworld\n");
+        assert_eq!(text(&v, OutputQuery::range(OutputRange::From(99))).await, "");
+        let (_, r) = blocks(&v, q()).await;
+        assert_eq!((r.output_end(), r.elided()), (13, None));
     }
 
     #[tokio::test]
-    async fn a_missing_log_reads_as_empty() {
+    async fn blocks_never_split_a_character() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let blocks = read_all(reader(dir.path().join("none.log"), 0, 10)).await;
-        assert!(blocks.is_empty());
+        // Regression: a block was read to exactly REPLAY_BLOCK bytes, so a
+        // character across the boundary became U+FFFD + a skipped byte.
+        let mut long = "a".repeat(REPLAY_BLOCK - 1);
+        long.push('\u{20ac}');
+        long.push_str(&"\u{e9}".repeat(REPLAY_BLOCK));
+        let v = view(vec![segment(dir.path(), 0, &[(&long, 0, OUT)])], None);
+        for query in [
+            q(),
+            OutputQuery { stream: OUT, ..q() },
+            OutputQuery {
+                timestamps: true,
+                ..q()
+            },
+        ] {
+            let (bs, _) = blocks(&v, query.clone()).await;
+            assert!(bs.len() >= 3, "{query:?}");
+            let got = bs.concat();
+            assert!(!got.contains('\u{fffd}'), "{query:?}");
+            assert!(got.ends_with(&long), "{query:?}");
+        }
+        let inside = OutputQuery::range(OutputRange::From(REPLAY_BLOCK as u64));
+        assert_eq!(text(&v, inside).await, long[REPLAY_BLOCK + 2..]);
+    }
+
+    #[tokio::test]
+    async fn since_and_until_select_records_by_time() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[
+                    ("a\n", 0, None),
+                    ("b\n", 1000, None),
+                    ("c\n", 1000, None),
+                    ("d\n", 3000, None),
+                ],
+            )],
+            None,
+        );
+        let since = |ms| OutputQuery {
+            since: Some(at(ms)),
+            ..q()
+        };
+        assert_eq!(text(&v, since(1000)).await, "b\nc\nd\n");
+        assert_eq!(text(&v, since(1001)).await, "d\n");
+        assert_eq!(text(&v, since(-5)).await, "a\nb\nc\nd\n");
+        assert_eq!(text(&v, since(3001)).await, "", "nothing stored since");
+        let until = |ms| OutputQuery {
+            until: Some(at(ms)),
+            ..q()
+        };
+        assert_eq!(text(&v, until(1000)).await, "a\nb\nc\n");
+        assert_eq!(text(&v, until(-1)).await, "");
+        let both = OutputQuery {
+            since: Some(at(500)),
+            until: Some(at(2000)),
+            ..q()
+        };
+        assert_eq!(text(&v, both).await, "b\nc\n");
+        let backwards = OutputQuery {
+            since: Some(at(2000)),
+            until: Some(at(500)),
+            ..q()
+        };
+        assert_eq!(text(&v, backwards).await, "");
+        // With a byte range: the intersection.
+        let ranged = OutputQuery {
+            since: Some(at(1000)),
+            ..OutputQuery::range(OutputRange::From(5))
+        };
+        assert_eq!(text(&v, ranged).await, "\nd\n");
+    }
+
+    #[tokio::test]
+    async fn stream_keeps_one_pipe_and_leaves_out_untagged_records() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[
+                    ("o1 ", 0, OUT),
+                    ("E1\n", 1, ERR),
+                    ("o2\n", 2, OUT),
+                    ("pushed\n", 3, None),
+                ],
+            )],
+            None,
+        );
+        let pipe = |s| OutputQuery { stream: s, ..q() };
+        assert_eq!(text(&v, pipe(OUT)).await, "o1 o2\n");
+        assert_eq!(text(&v, pipe(ERR)).await, "E1\n");
+        assert_eq!(text(&v, q()).await, "o1 E1\no2\npushed\n");
+    }
+
+    #[tokio::test]
+    async fn timestamps_prefix_each_line_with_the_time_of_its_first_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[("a\nb", 0, OUT), ("c\nd\n", 1500, ERR), ("e", 2000, OUT)],
+            )],
+            None,
+        );
+        let got = text(
+            &v,
+            OutputQuery {
+                timestamps: true,
+                ..q()
+            },
+        )
+        .await;
+        let want = format!("{} a\n{} bc\n{} d\n{} e", stamp(0), stamp(0), stamp(1500), stamp(2000));
+        assert_eq!(got, want);
+        assert_eq!(stamp(1500), "2026-12-01T10:00:01.500Z");
+        // The line joined across a filtered-out record keeps its first time.
+        let got = text(
+            &v,
+            OutputQuery {
+                timestamps: true,
+                stream: OUT,
+                ..q()
+            },
+        )
+        .await;
+        assert_eq!(got, format!("{} a\n{} be", stamp(0), stamp(0)));
+    }
+
+    #[tokio::test]
+    async fn lines_counts_back_from_the_end_of_the_selection() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[("l1\nl2\n", 0, OUT), ("l3\n", 1, ERR), ("l4\nl5", 2, OUT)],
+            )],
+            None,
+        );
+        let lines = |n| OutputQuery { lines: Some(n), ..q() };
+        assert_eq!(text(&v, lines(1)).await, "l5", "a last line without a newline counts");
+        assert_eq!(text(&v, lines(2)).await, "l4\nl5");
+        assert_eq!(text(&v, lines(4)).await, "l2\nl3\nl4\nl5");
+        assert_eq!(text(&v, lines(99)).await, "l1\nl2\nl3\nl4\nl5");
+        assert_eq!(text(&v, lines(0)).await, "");
+        // Lines of one pipe: counted in the filtered text.
+        let out2 = OutputQuery {
+            lines: Some(2),
+            stream: OUT,
+            ..q()
+        };
+        assert_eq!(text(&v, out2).await, "l4\nl5");
+        let out3 = OutputQuery {
+            lines: Some(3),
+            stream: OUT,
+            ..q()
+        };
+        assert_eq!(text(&v, out3).await, "l2\nl4\nl5");
+        // A trailing newline ends the last line; empty lines count.
+        let v2 = view(
+            vec![segment(&dir.path().join("x"), 0, &[("a\n\nb\n\n", 0, None)])],
+            None,
+        );
+        assert_eq!(text(&v2, lines(2)).await, "b\n\n");
+        assert_eq!(text(&v2, lines(3)).await, "\nb\n\n");
+    }
+
+    #[tokio::test]
+    async fn every_filter_together() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = view(
+            vec![segment(
+                dir.path(),
+                0,
+                &[
+                    ("old\n", 0, OUT),
+                    ("e0\n", 1000, ERR),
+                    ("s1\ns2\n", 2000, OUT),
+                    ("e1\n", 2500, ERR),
+                    ("s3\n", 3000, OUT),
+                    ("s4\n", 4000, OUT),
+                    ("late\n", 9000, OUT),
+                ],
+            )],
+            None,
+        );
+        let query = OutputQuery {
+            range: OutputRange::From(4),
+            since: Some(at(1000)),
+            until: Some(at(4000)),
+            lines: Some(3),
+            timestamps: true,
+            stream: OUT,
+        };
+        let want = format!("{} s2\n{} s3\n{} s4\n", stamp(2000), stamp(3000), stamp(4000));
+        assert_eq!(text(&v, query).await, want);
+    }
+
+    #[tokio::test]
+    async fn lines_and_timestamps_across_blocks_of_one_long_legacy_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // One record of ~3.5 blocks, like a log from before the index.
+        let line = format!("{}\n", "x".repeat(99));
+        let long = line.repeat(REPLAY_BLOCK * 7 / 2 / line.len()) + "end";
+        let v = view(vec![segment(dir.path(), 0, &[(&long, 7, None)])], None);
+        let (bs, r) = blocks(&v, q()).await;
+        assert!(bs.len() >= 4, "read in blocks, got {}", bs.len());
+        assert!(bs.iter().all(|b| b.len() <= REPLAY_BLOCK));
+        assert!(r.is_done());
+        assert_eq!(bs.concat(), long);
+        let last3 = OutputQuery { lines: Some(3), ..q() };
+        assert_eq!(text(&v, last3).await, format!("{line}{line}end"));
+        let many = long.lines().count() as u64 - 1;
+        let got = text(
+            &v,
+            OutputQuery {
+                lines: Some(many),
+                timestamps: true,
+                ..q()
+            },
+        )
+        .await;
+        assert_eq!(got.lines().count() as u64, many);
+        assert!(got.lines().all(|l| l.starts_with(&format!("{} ", stamp(7)))));
+        assert!(got.ends_with(" end"));
+    }
+
+    #[tokio::test]
+    async fn a_log_without_index_records_reads_as_one_untagged_record() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, idx) = segment_paths(dir.path(), "p", 0);
+        std::fs::write(&log, "legacy\nlog\n").expect("write log");
+        let seg = SegmentView {
+            start: 0,
+            end: 11,
+            records: 0,
+            log,
+            idx,
+        };
+        let v = view(vec![seg], None);
+        assert_eq!(text(&v, q()).await, "legacy\nlog\n");
+        assert_eq!(text(&v, OutputQuery { lines: Some(1), ..q() }).await, "log\n");
+        assert_eq!(text(&v, OutputQuery { stream: OUT, ..q() }).await, "");
+        let stamped = text(
+            &v,
+            OutputQuery {
+                timestamps: true,
+                ..q()
+            },
+        )
+        .await;
+        assert!(
+            chrono::DateTime::parse_from_rfc3339(&stamped[..24]).is_ok(),
+            "{stamped}"
+        );
+    }
+
+    #[tokio::test]
+    async fn the_elided_middle_is_one_marker_line_and_a_reported_range() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let v = elided_fixture(dir.path());
+        let (got, r) = blocks(&v, q()).await;
+        // The head ends mid-line: the marker still gets a line of its own.
+        assert_eq!(
+            got.concat(),
+            "one\ntwo\nthree\nxxxxxx\n[\u{2026} 30 bytes elided \u{2026}]\naa\nbb\ncc\n"
+        );
+        assert_eq!((r.elided(), r.output_end()), (Some((20, 50)), 59));
+        // A range past the gap: no marker, no range.
+        let (got, r) = blocks(&v, OutputQuery::range(OutputRange::From(50))).await;
+        assert_eq!((got.concat().as_str(), r.elided()), ("aa\nbb\ncc\n", None));
+        // A tail starting inside the gap: the part of it in the range.
+        let (got, r) = blocks(&v, OutputQuery::range(OutputRange::Tail(14))).await;
+        assert_eq!(got.concat(), "[\u{2026} 5 bytes elided \u{2026}]\naa\nbb\ncc\n");
+        assert_eq!(r.elided(), Some((45, 50)));
+        // Lines: the gap is crossed only when the lines reach before it.
+        let lines = |n| OutputQuery { lines: Some(n), ..q() };
+        let (got, r) = blocks(&v, lines(3)).await;
+        assert_eq!((got.concat().as_str(), r.elided()), ("aa\nbb\ncc\n", None));
+        assert_eq!(
+            text(&v, lines(4)).await,
+            "xxxxxx\n[\u{2026} 30 bytes elided \u{2026}]\naa\nbb\ncc\n"
+        );
+        // Time: a window inside the tail has no gap; one across it has.
+        let since = |ms| OutputQuery {
+            since: Some(at(ms)),
+            ..q()
+        };
+        assert_eq!(text(&v, since(40)).await, "aa\nbb\ncc\n");
+        let across = OutputQuery {
+            since: Some(at(20)),
+            stream: ERR,
+            ..q()
+        };
+        assert_eq!(text(&v, across).await, "ee\n[\u{2026} 30 bytes elided \u{2026}]\ncc\n");
+        let stamped = text(
+            &v,
+            OutputQuery {
+                timestamps: true,
+                ..lines(4)
+            },
+        )
+        .await;
+        assert_eq!(
+            stamped,
+            format!(
+                "{} xxxxxx\n[\u{2026} 30 bytes elided \u{2026}]\n{} aa\n{} bb\n{} cc\n",
+                stamp(30),
+                stamp(50),
+                stamp(50),
+                stamp(60)
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn a_tail_segment_deleted_after_the_snapshot_reads_as_elided() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let head = segment(dir.path(), 0, &[("head\n", 0, OUT)]);
+        let gone = segment(dir.path(), 5, &[("middle\n", 1, OUT)]);
+        let last = segment(dir.path(), 12, &[("last\n", 2, OUT)]);
+        let v = view(vec![head, gone.clone(), last], None);
+        std::fs::remove_file(&gone.log).expect("delete log");
+        std::fs::remove_file(&gone.idx).expect("delete index");
+        let (got, r) = blocks(&v, q()).await;
+        assert_eq!(got.concat(), "head\n[\u{2026} 7 bytes elided \u{2026}]\nlast\n");
+        assert_eq!(r.elided(), Some((5, 12)));
+        for query in [
+            OutputQuery { lines: Some(2), ..q() },
+            OutputQuery {
+                stream: OUT,
+                timestamps: true,
+                ..q()
+            },
+            OutputQuery {
+                since: Some(at(1)),
+                ..q()
+            },
+        ] {
+            let got = text(&v, query.clone()).await;
+            assert!(!got.contains("middle"), "{query:?}: {got}");
+            assert!(got.ends_with("last\n"), "{query:?}: {got}");
+        }
+        // A deleted process (its head is gone): the text just ends.
+        std::fs::remove_file(&v.segments[0].log).expect("delete head");
+        std::fs::remove_file(&v.segments[2].log).expect("delete last");
+        let got = text(&v, q()).await;
+        assert_eq!(got, "");
+    }
+
+    #[tokio::test]
+    async fn empty_results_end_at_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let empty = view(vec![segment(dir.path(), 0, &[])], None);
+        for query in [
+            q(),
+            OutputQuery {
+                lines: Some(5),
+                timestamps: true,
+                ..q()
+            },
+            OutputQuery {
+                since: Some(at(0)),
+                ..q()
+            },
+        ] {
+            let mut r = OutputReader::of_view(empty.clone(), query);
+            assert_eq!(r.next_block().await.expect("readable"), None);
+            assert!(r.is_done());
+        }
+        let one = view(vec![segment(&dir.path().join("b"), 0, &[("x\n", 0, None)])], None);
+        let mut r = OutputReader::of_view(one, OutputQuery { stream: ERR, ..q() });
+        assert_eq!(r.next_block().await.expect("readable"), None);
+    }
+
+    #[tokio::test]
+    async fn lines_of_one_pipe_across_many_index_batches_and_log_blocks() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // 5,000 records (over two index batches), alternating pipes.
+        let texts: Vec<String> = (0..5000).map(|i| format!("line {i:04} {}\n", "y".repeat(40))).collect();
+        let appends: Vec<_> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.as_str(), i as i64, if i % 2 == 0 { OUT } else { ERR }))
+            .collect();
+        let v = view(vec![segment(dir.path(), 0, &appends)], None);
+        let query = OutputQuery {
+            lines: Some(2000),
+            stream: ERR,
+            ..q()
+        };
+        let (bs, _) = blocks(&v, query).await;
+        let got = bs.concat();
+        let want: String = texts.iter().skip(1).step_by(2).skip(500).cloned().collect();
+        assert_eq!(got, want);
+        let since = OutputQuery {
+            since: Some(at(4990)),
+            timestamps: true,
+            ..q()
+        };
+        let got = text(&v, since).await;
+        assert_eq!(got.lines().count(), 10);
+        assert!(got.starts_with(&format!("{} line 4990 ", stamp(4990))), "{got}");
+    }
+
+    /// Resident set size of this process in KiB.
+    fn rss_kib() -> u64 {
+        let status = std::fs::read_to_string("/proc/self/status").expect("procfs");
+        let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|n| n.parse().ok())
+            .expect("a number")
+    }
+
+    /// SPEC benchmark of `?since=`: 1 GiB, 1,000,000 appends (the log is
+    /// sparse, so making it costs no disk). Ignored by default (it writes a
+    /// 32 MB index); run with `cargo test --lib since_on_a_million -- --ignored --nocapture`.
+    #[tokio::test]
+    #[ignore]
+    async fn since_on_a_million_appends_answers_in_a_few_index_reads() {
+        const APPENDS: u64 = 1_000_000;
+        const LEN: u32 = 1_073;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let (log, idx) = segment_paths(dir.path(), "p", 0);
+        let f = appends::create(&idx).expect("create index");
+        for batch in 0..APPENDS / 10_000 {
+            let records: Vec<_> = (batch * 10_000..(batch + 1) * 10_000)
+                .map(|i| Append {
+                    start: i * u64::from(LEN),
+                    seq: i + 1,
+                    ts_ms: T0 + i as i64,
+                    len: LEN,
+                    pipe: OUT,
+                })
+                .collect();
+            appends::write_records(&f, batch * 10_000, &records).expect("records");
+        }
+        let end = APPENDS * u64::from(LEN);
+        std::fs::File::create(&log)
+            .and_then(|l| l.set_len(end))
+            .expect("sparse log");
+        let v = OutputView {
+            segments: vec![SegmentView {
+                start: 0,
+                end,
+                records: APPENDS,
+                log,
+                idx,
+            }],
+            end,
+            elided: None,
+        };
+        let before = rss_kib();
+        let started = std::time::Instant::now();
+        let mut r = OutputReader::of_view(
+            v,
+            OutputQuery {
+                since: Some(at(900_000)),
+                ..q()
+            },
+        );
+        let first = r.next_block().await.expect("readable").expect("a block");
+        let first_ms = started.elapsed().as_secs_f64() * 1e3;
+        let mut total = first.len();
+        while let Some(b) = r.next_block().await.expect("readable") {
+            total += b.len();
+        }
+        let grew = rss_kib().saturating_sub(before);
+        eprintln!(
+            "first block {first_ms:.2} ms, {total} bytes in {:.0} ms, RSS +{grew} KiB",
+            started.elapsed().as_secs_f64() * 1e3
+        );
+        assert_eq!(total as u64, 100_000 * u64::from(LEN));
+        assert!(first_ms < 50.0, "first block after {first_ms} ms");
+        assert!(grew < 8 * 1024, "RSS grew {grew} KiB");
     }
 }
