@@ -153,11 +153,6 @@ impl Query {
         );
     }
 
-    /// The parameter names given (each once).
-    pub fn keys(&self) -> impl Iterator<Item = &str> {
-        self.0.keys().map(String::as_str)
-    }
-
     /// A non-negative integer parameter.
     pub fn u64(&self, key: &'static str) -> Result<Option<u64>, ApiError> {
         self.get(key)
