@@ -448,7 +448,6 @@ async fn follow_no_follow_prints_the_stored_output_of_a_running_process_and_exit
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn follow_lines_prints_the_last_lines_then_live_ones() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start(data.path()).await;
@@ -476,7 +475,6 @@ async fn follow_lines_prints_the_last_lines_then_live_ones() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn follow_timestamps_prefix_stored_and_live_lines_with_a_time() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start(data.path()).await;
@@ -513,7 +511,6 @@ async fn follow_timestamps_prefix_stored_and_live_lines_with_a_time() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn follow_since_and_until_select_by_time_and_stream_by_pipe() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start(data.path()).await;
@@ -552,7 +549,6 @@ async fn follow_since_and_until_select_by_time_and_stream_by_pipe() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn follow_prints_one_line_where_output_was_elided() {
     let data = tempfile::tempdir().unwrap();
     let server = ServerProc::start_with(data.path(), "127.0.0.1:0", &["--max-output", "64KiB"]).await;

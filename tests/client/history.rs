@@ -145,7 +145,6 @@ async fn an_append_without_an_offset_is_never_sent_twice() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn an_append_at_the_end_is_stored_once_and_elsewhere_is_a_typed_error() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(dir.path()).await;
@@ -196,7 +195,6 @@ async fn an_append_at_the_end_is_stored_once_and_elsewhere_is_a_typed_error() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn an_append_whose_answer_is_lost_is_resent_with_its_offset_and_stored_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(dir.path()).await;
@@ -215,7 +213,6 @@ async fn an_append_whose_answer_is_lost_is_resent_with_its_offset_and_stored_onc
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn history_reads_send_every_filter_and_return_the_end() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start(dir.path()).await;
@@ -290,7 +287,6 @@ async fn history_reads_send_every_filter_and_return_the_end() {
 }
 
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn a_read_over_elided_output_says_so_and_a_replay_skips_it_once() {
     let dir = tempfile::tempdir().unwrap();
     let server = ServerProc::start_with(dir.path(), "127.0.0.1:0", &["--max-output", "64KiB"]).await;

@@ -314,7 +314,6 @@ async fn queued_appends_record_the_offset_they_expect() {
 /// them twice. Simulated by flushing, then putting back a copy of the
 /// queue file taken before, and flushing again.
 #[tokio::test]
-#[ignore = "needs issue-10 server (H1/H2)"]
 async fn a_flush_repeated_from_a_copy_of_the_queue_does_not_double_appends() {
     let tmp = tempfile::tempdir().unwrap();
     let queue = tmp.path().join("queue.jsonl");

@@ -33,7 +33,15 @@ async fn live_chunks_in_order_then_status_then_done_then_close() {
     assert_eq!(names, ["chunk", "chunk", "chunk", "status", "done"]);
     let ids: Vec<&str> = events[..3].iter().map(|e| e.id.as_deref().unwrap()).collect();
     assert_eq!(ids, ["4", "8", "14"]);
-    assert_eq!(events[0].json(), json!({"content": "one\n"}));
+    let first = events[0].json();
+    assert_eq!(first["content"], "one\n");
+    assert!(first.get("stream").is_none(), "pushed output has no pipe: {first}");
+    let ts = first["ts"].as_str().expect("every chunk carries ts");
+    assert!(
+        ts.ends_with('Z') && ts.len() == "2026-12-01T10:00:00.123Z".len(),
+        "{ts}"
+    );
+    chrono::DateTime::parse_from_rfc3339(ts).expect("ts is RFC 3339");
     assert_eq!(events[3].json()["status"], "completed");
     assert!(events[3].json()["duration_ms"].is_u64());
     assert_eq!(events[4].json(), json!({"process_id": id}));
@@ -294,19 +302,32 @@ async fn output_past_the_cap_that_went_by_is_reported_as_lagged() {
     let p = create(s.addr, json!({"name": "x"})).await;
     let id = p["id"].as_str().unwrap();
     append(s.addr, id, &"a".repeat(600)).await;
-    // Past the cap: streamed live, not stored.
-    assert_eq!(append(s.addr, id, &"b".repeat(600)).await, 600);
+    // Past the cap: the output ends at 1200 (every byte counts), of which
+    // the middle is no longer stored.
+    assert_eq!(append(s.addr, id, &"b".repeat(600)).await, 1200);
     assert_eq!(
         get(s.addr, &format!("/api/processes/{id}")).await.json()["output_truncated"],
         true
     );
+    // Head + tail (cap 1000): the first 500 bytes and the last 500 are
+    // kept, the 200 between them went by.
     let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
-    let replay = r.next_named().await.unwrap();
-    assert_eq!((replay.name(), replay.id.as_deref()), ("chunk", Some("600")));
-    let lagged = r.next_named().await.unwrap();
-    assert_eq!(lagged.name(), "lagged");
-    assert_eq!(lagged.json(), json!({"from": 600, "to": 1200}));
-    assert_eq!(lagged.id.as_deref(), Some("1200"));
+    let (mut head, mut tail, mut lagged) = (String::new(), String::new(), None);
+    while tail.len() < 500 {
+        let ev = r.next_named().await.unwrap();
+        match ev.name() {
+            "chunk" if lagged.is_none() => head.push_str(ev.json()["content"].as_str().unwrap()),
+            "chunk" => tail.push_str(ev.json()["content"].as_str().unwrap()),
+            "lagged" => {
+                assert_eq!(ev.id.as_deref(), Some("700"), "a resume goes on after the gap");
+                lagged = Some(ev.json());
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert_eq!(head, "a".repeat(500));
+    assert_eq!(lagged, Some(json!({"from": 500, "to": 700})));
+    assert_eq!(tail, "b".repeat(500));
     append(s.addr, id, "c").await;
     let live = r.next_named().await.unwrap();
     assert_eq!(
