@@ -165,7 +165,6 @@ fn time(key: &str, v: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
     }
 }
 
-
 /// The blocks after the first, read as the body is polled. An error ends
 /// the body early: with no `Content-Length` and no final chunk the client
 /// sees a truncated response, never wrong bytes.
