@@ -2,7 +2,10 @@
 //! [`crash_child`]) writes records in a loop and is SIGKILLed at random
 //! instants; after every kill the store must open cleanly, every file must
 //! parse, and every write the child reported as acknowledged must be there
-//! with its content.
+//! with its content; every acknowledged append must replay as its own
+//! chunk with its pipe, a plausible time and a SEQ above every SEQ seen
+//! before the kill, and no replayed byte is U+FFFD (the appends are
+//! multi-byte text: a torn tail served as text would show).
 //!
 //! The child prints `begin …` before each call and `ack …` after its await
 //! returned. Its writer tasks each own their ids, so at most one write per
@@ -16,8 +19,8 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use prochub::model::{NewProcess, ProcessPatch};
-use prochub::store::{FileProcessStore, StoreConfig};
+use prochub::model::{NewProcess, ProcessPatch, StreamKind};
+use prochub::store::{Chunk, FileProcessStore, FollowEvent, StoreConfig};
 use serde_json::json;
 
 /// Set (to the store folder) only in the child.
@@ -91,10 +94,10 @@ fn crash_child() {
                             store.delete_process(&crate::helper::id(&id)).await.unwrap();
                             println!("ack delete {id} {seq}");
                         } else {
-                            let text = format!("<{seq}>");
+                            let text = append_text(seq);
                             println!("begin append {log_id} {text}");
                             store
-                                .append_output(&crate::helper::id(&log_id), text.clone(), None)
+                                .append_output(&crate::helper::id(&log_id), text.clone(), append_pipe(seq))
                                 .await
                                 .unwrap();
                             println!("ack append {log_id} {text}");
@@ -107,6 +110,27 @@ fn crash_child() {
             w.await.unwrap();
         }
     });
+}
+
+/// The text of the child's append number `seq`: multi-byte characters,
+/// so a torn tail that cut one would show as U+FFFD.
+fn append_text(seq: u64) -> String {
+    format!("<{seq}\u{e9}\u{20ac}\u{1f600}>")
+}
+
+/// The pipe of append `seq` (none, stdout, stderr in turn), so replays
+/// after a crash must bring back each append's own tag.
+fn append_pipe(seq: u64) -> Option<StreamKind> {
+    [None, Some(StreamKind::Stdout), Some(StreamKind::Stderr)][(seq % 3) as usize]
+}
+
+/// `seq` back from an [`append_text`].
+fn seq_of(text: &str) -> u64 {
+    text.trim_start_matches('<')
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("an append text")
 }
 
 /// A tiny xorshift generator: random enough for kill instants and ops, and
@@ -132,8 +156,13 @@ type State = Option<u64>;
 struct Model {
     /// Per id: the acknowledged state, and the in-flight one if any.
     records: BTreeMap<String, (State, Option<State>)>,
-    /// Per log: acknowledged text, and an in-flight append if any.
-    logs: BTreeMap<String, (String, Option<String>)>,
+    /// Per log: acknowledged appends in order, and an in-flight one if any.
+    logs: BTreeMap<String, (Vec<String>, Option<String>)>,
+    /// Highest SEQ seen in any replay so far: SEQs only grow, also across
+    /// the restarts after each kill.
+    max_seq: u64,
+    /// Per log: appends already checked by an earlier verify.
+    verified: BTreeMap<String, usize>,
     acks: usize,
 }
 
@@ -148,7 +177,7 @@ impl Model {
             match phase {
                 "begin" => log.1 = Some(arg.to_owned()),
                 "ack" => {
-                    log.0.push_str(log.1.take().as_deref().unwrap_or(arg));
+                    log.0.push(log.1.take().unwrap_or_else(|| arg.to_owned()));
                     self.acks += 1;
                 }
                 _ => {}
@@ -200,22 +229,84 @@ impl Model {
             *acked = actual;
             *pending = None;
         }
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        // SEQs grow by store: the appends made since the last check (by a
+        // server started after it) are all above every SEQ seen then.
+        let seen_before = self.max_seq;
         for (id, (acked, pending)) in &mut self.logs {
-            let path = dir.join(format!("output/{id}.log"));
-            let actual = std::fs::read_to_string(&path).unwrap_or_default();
-            let with_pending = format!("{acked}{}", pending.as_deref().unwrap_or(""));
+            let end = store.get_process(&crate::helper::id(id)).unwrap().output_bytes;
+            let replayed = runtime.block_on(replay(&store, id, end));
+            let texts: Vec<&str> = replayed.iter().map(|c| c.content.as_str()).collect();
+            let with_pending: Vec<&str> = acked.iter().map(String::as_str).chain(pending.as_deref()).collect();
             assert!(
-                actual == *acked || actual == with_pending,
-                "kill {kill}: log {id} lost acknowledged output:\n  on disk {actual:?}\n  acked   {acked:?}"
+                texts == *acked || texts == with_pending,
+                "kill {kill}: log {id} lost acknowledged output (one replayed chunk per append):\n  on disk {texts:?}\n  acked   {acked:?}"
             );
-            assert_eq!(
-                store.get_process(&crate::helper::id(id)).unwrap().output_bytes,
-                actual.len() as u64
-            );
-            *acked = actual;
+            let (mut last_seq, mut last_ts) = (0, 0);
+            for (i, c) in replayed.iter().enumerate() {
+                assert!(
+                    !c.content.contains('\u{fffd}'),
+                    "kill {kill}: {id} serves U+FFFD: {:?}",
+                    c.content
+                );
+                let seq = seq_of(&c.content);
+                assert_eq!(
+                    c.stream,
+                    append_pipe(seq),
+                    "kill {kill}: {id} append {seq} lost its pipe"
+                );
+                assert!(c.seq > last_seq, "kill {kill}: {id} SEQ {} after {last_seq}", c.seq);
+                if i >= self.verified.get(id.as_str()).copied().unwrap_or(0) {
+                    assert!(
+                        c.seq > seen_before,
+                        "kill {kill}: {id} SEQ {} reused (seen {seen_before})",
+                        c.seq
+                    );
+                }
+                assert!(
+                    c.ts_ms >= last_ts && c.ts_ms >= self_started_ms() && c.ts_ms <= now_ms(),
+                    "kill {kill}: {id} append {seq} has no plausible time: {} (previous {last_ts})",
+                    c.ts_ms
+                );
+                (last_seq, last_ts) = (c.seq, c.ts_ms);
+            }
+            self.max_seq = self.max_seq.max(last_seq);
+            self.verified.insert(id.clone(), replayed.len());
+            *acked = texts.iter().map(|t| (*t).to_owned()).collect();
             *pending = None;
         }
     }
+}
+
+/// Every stored chunk of `id` from byte 0 to `end`, as replayed by a
+/// follower (the log is still `running`: stop at `end`).
+async fn replay(store: &std::sync::Arc<FileProcessStore>, id: &str, end: u64) -> Vec<std::sync::Arc<Chunk>> {
+    let mut follow = store.subscribe(&crate::helper::id(id), Some(0)).expect("follow");
+    let mut chunks = Vec::new();
+    let mut at = 0;
+    while at < end {
+        match tokio::time::timeout(Duration::from_secs(10), follow.next()).await {
+            Ok(Some(FollowEvent::Chunk(c))) => {
+                at = c.offset;
+                chunks.push(c);
+            }
+            other => panic!("replay of {id} stopped at {at} of {end}: {other:?}"),
+        }
+    }
+    chunks
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+/// When this test process started, in ms (every append is younger).
+fn self_started_ms() -> i64 {
+    static STARTED: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    *STARTED.get_or_init(now_ms)
 }
 
 #[test]
@@ -232,6 +323,7 @@ fn sigkill_at_random_instants_loses_no_acknowledged_write() {
     let mut rng = Rng::new(seed);
     let mut model = Model::default();
     let started = Instant::now();
+    self_started_ms();
     for kill in 0..KILLS {
         let mut child = Command::new(&exe)
             .args([
