@@ -33,7 +33,15 @@ async fn live_chunks_in_order_then_status_then_done_then_close() {
     assert_eq!(names, ["chunk", "chunk", "chunk", "status", "done"]);
     let ids: Vec<&str> = events[..3].iter().map(|e| e.id.as_deref().unwrap()).collect();
     assert_eq!(ids, ["4", "8", "14"]);
-    assert_eq!(events[0].json(), json!({"content": "one\n"}));
+    // Every chunk carries the time it was stored (RFC 3339 UTC, ms, `Z`).
+    let mut first = events[0].json();
+    let ts = first["ts"].take();
+    let ts = ts.as_str().expect("a ts string");
+    assert!(
+        ts.len() == 24 && ts.ends_with('Z') && ts.parse::<chrono::DateTime<chrono::Utc>>().is_ok(),
+        "{ts}"
+    );
+    assert_eq!(first, json!({"content": "one\n", "ts": null}));
     assert_eq!(events[3].json()["status"], "completed");
     assert!(events[3].json()["duration_ms"].is_u64());
     assert_eq!(events[4].json(), json!({"process_id": id}));
@@ -282,7 +290,7 @@ async fn deleting_a_running_process_ends_its_followers_with_cancelled() {
 }
 
 #[tokio::test]
-async fn output_past_the_cap_that_went_by_is_reported_as_lagged() {
+async fn output_past_the_cap_keeps_head_and_tail_and_the_middle_is_reported_as_lagged() {
     let s = TestServer::start_full(
         prochub::server::ServerConfig::default(),
         prochub::store::StoreConfig {
@@ -294,19 +302,25 @@ async fn output_past_the_cap_that_went_by_is_reported_as_lagged() {
     let p = create(s.addr, json!({"name": "x"})).await;
     let id = p["id"].as_str().unwrap();
     append(s.addr, id, &"a".repeat(600)).await;
-    // Past the cap: streamed live, not stored.
-    assert_eq!(append(s.addr, id, &"b".repeat(600)).await, 600);
+    // Past the cap (head 500, tail window 500): every byte counts, the
+    // middle 500..700 is elided.
+    assert_eq!(append(s.addr, id, &"b".repeat(600)).await, 1200);
+    let rec = get(s.addr, &format!("/api/processes/{id}")).await.json();
     assert_eq!(
-        get(s.addr, &format!("/api/processes/{id}")).await.json()["output_truncated"],
-        true
+        (&rec["output_truncated"], &rec["output_elided"]),
+        (&json!(true), &json!(200))
     );
     let mut r = SseReader::open(s.addr, &format!("/api/processes/{id}/stream?from=0"), &[]).await;
-    let replay = r.next_named().await.unwrap();
-    assert_eq!((replay.name(), replay.id.as_deref()), ("chunk", Some("600")));
+    let head = r.next_named().await.unwrap();
+    assert_eq!((head.name(), head.id.as_deref()), ("chunk", Some("500")));
+    assert_eq!(head.json()["content"], "a".repeat(500));
     let lagged = r.next_named().await.unwrap();
     assert_eq!(lagged.name(), "lagged");
-    assert_eq!(lagged.json(), json!({"from": 600, "to": 1200}));
-    assert_eq!(lagged.id.as_deref(), Some("1200"));
+    assert_eq!(lagged.json(), json!({"from": 500, "to": 700}));
+    assert_eq!(lagged.id.as_deref(), Some("700"));
+    let tail = r.next_named().await.unwrap();
+    assert_eq!((tail.name(), tail.id.as_deref()), ("chunk", Some("1200")));
+    assert_eq!(tail.json()["content"], "b".repeat(500));
     append(s.addr, id, "c").await;
     let live = r.next_named().await.unwrap();
     assert_eq!(

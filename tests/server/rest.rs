@@ -303,7 +303,12 @@ async fn chunks_of_server_run_commands_say_which_stream() {
     let chunks: Vec<serde_json::Value> = events
         .iter()
         .filter(|e| e.name() == "chunk")
-        .map(|e| e.json())
+        .map(|e| {
+            let mut c = e.json();
+            assert!(c["ts"].take().is_string(), "every chunk has its time");
+            c.as_object_mut().expect("an object").remove("ts");
+            c
+        })
         .collect();
     assert_eq!(
         chunks,
@@ -356,6 +361,10 @@ async fn bug_output_with_invalid_utf8_was_served_as_utf8() {
     let mut bytes = std::fs::read(&log).unwrap();
     bytes.extend_from_slice(b"\xC3after\n");
     std::fs::write(&log, &bytes).unwrap();
+    // A log from before the append index (an indexed one has its torn
+    // tail cut at open, tests/store/history.rs): its bytes are served as
+    // they are.
+    std::fs::remove_file(log.with_extension("idx")).unwrap();
     let store = crate::helper::reopen(store, StoreConfig::default()).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
