@@ -10,8 +10,9 @@
 //! Knobs (env): `BENCH_RUNS` (default 5), `BENCH_DURABLE_ROUNDS` (8) and
 //! `BENCH_SECS` (0.75) for the durable-write loops, `BENCH_OPEN_RECORDS`
 //! (100000), `BENCH_APPEND_MIB` (128), `BENCH_FANOUT_SUBS` (1000),
-//! `BENCH_FANOUT_CHUNKS` (100000), `BENCH_ONLY` (comma list of durable,
-//! open, append, fanout).
+//! `BENCH_FANOUT_CHUNKS` (100000), `BENCH_OPEN_LOGS_EVERY` (10: which
+//! planted records get a log), `BENCH_SINCE_APPENDS` (1000000), `BENCH_ONLY`
+//! (comma list of durable, open, append, since, fanout).
 
 use std::fs::{self, File};
 use std::io::Write;
@@ -116,6 +117,9 @@ async fn create_rate(dir: &Path, writers: usize, secs: f64) -> f64 {
 /// A realistic finished record, written straight to disk (no fsync: this is
 /// fixture generation, not the thing measured).
 fn plant_records(dir: &Path, n: usize) {
+    // Every 10th record has a log by default; `BENCH_OPEN_LOGS_EVERY=1`
+    // gives every record one (the open-with-index-files comparison).
+    let logs_every: usize = env_or("BENCH_OPEN_LOGS_EVERY", 10).max(1);
     let procs = dir.join("processes");
     let out = dir.join("output");
     fs::create_dir_all(&procs).expect("processes dir");
@@ -148,7 +152,7 @@ fn plant_records(dir: &Path, n: usize) {
         };
         let json = serde_json::to_vec_pretty(&p).expect("encode");
         fs::write(procs.join(format!("{id}.json")), json).expect("write record");
-        if i % 10 == 0 {
+        if i % logs_every == 0 {
             fs::write(out.join(format!("{id}.log")), b"some output\n").expect("write log");
         }
     }
@@ -298,6 +302,74 @@ async fn fanout_rate(dir: &Path, subs: usize, chunks: usize) -> (f64, f64) {
     // Deliveries counted in chunks of output; a follower that caught up from
     // the log received several chunks' bytes in one event.
     ((subs * chunks) as f64 / secs, events as f64 / subs as f64)
+}
+
+/// `?since=` on a big log (issue 10): one process with `appends` appends
+/// of 1 KiB, stored 1 ms apart by an injected clock; then reads from the
+/// middle of its time range, three times. Returns, per read, (ms to the
+/// first block, ms to read everything after it, VmRSS growth in MiB while
+/// reading, MiB read).
+async fn since_read(dir: &Path, appends: usize) -> Vec<(f64, f64, f64, f64)> {
+    use std::sync::atomic::{AtomicI64, Ordering};
+    let base = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let tick = std::sync::Arc::new(AtomicI64::new(0));
+    let clock = {
+        let tick = tick.clone();
+        std::sync::Arc::new(move || base + chrono::Duration::milliseconds(tick.load(Ordering::Relaxed)))
+    };
+    let config = StoreConfig {
+        max_output: u64::MAX,
+        clock,
+    };
+    let store = FileProcessStore::open(dir, config).await.expect("open");
+    let id = store
+        .create_process(NewProcess {
+            name: "since bench".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("create")
+        .id;
+    let line = "y".repeat(1023) + "\n";
+    let t = Instant::now();
+    for i in 0..appends {
+        tick.store(i as i64, Ordering::Relaxed);
+        store.append_output(&id, line.clone(), None).await.expect("append");
+    }
+    eprintln!(
+        "since: wrote {appends} appends ({} MiB) in {:.1}s",
+        appends * line.len() >> 20,
+        t.elapsed().as_secs_f64()
+    );
+    // Three reads, from 1/2, 1/4 and 3/4 of the time range.
+    let mut runs = Vec::new();
+    for at in [appends / 2, appends / 4, appends * 3 / 4] {
+        let rss_before = vm_kib("VmRSS:");
+        let query = prochub::model::OutputQuery {
+            since: Some(base + chrono::Duration::milliseconds(at as i64)),
+            ..Default::default()
+        };
+        let started = Instant::now();
+        let mut reader = store.output_reader(&id, &query).expect("reader");
+        let first = reader.next_block().await.expect("read").expect("a first block");
+        let first_ms = started.elapsed().as_secs_f64() * 1000.0;
+        let (mut bytes, mut peak) = (first.len(), vm_kib("VmRSS:"));
+        while let Some(b) = reader.next_block().await.expect("read") {
+            bytes += b.len();
+            peak = peak.max(vm_kib("VmRSS:"));
+        }
+        let all_ms = started.elapsed().as_secs_f64() * 1000.0;
+        assert_eq!(
+            bytes,
+            (appends - at) * line.len(),
+            "since= serves exactly the appends from then on"
+        );
+        let grown = peak.saturating_sub(rss_before) as f64 / 1024.0;
+        runs.push((first_ms, all_ms, grown, bytes as f64 / (1024.0 * 1024.0)));
+    }
+    runs
 }
 
 struct Row {
@@ -512,6 +584,38 @@ fn main() {
             unit: "MiB/s",
             target: ">= 200 MiB/s".into(),
             ok: Some(m >= 200.0),
+        });
+    }
+
+    if want("since") {
+        let appends: usize = env_or("BENCH_SINCE_APPENDS", 1_000_000);
+        let dir = fresh("since");
+        let (mut first, mut rss) = (Vec::new(), Vec::new());
+        // One big log, several reads of it (the write is not what is measured).
+        let rt_since = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        for (r, (f, all, grown, mib)) in rt_since.block_on(since_read(&dir, appends)).into_iter().enumerate() {
+            eprintln!("since read {r}: first block {f:.2} ms, all {all:.0} ms ({mib:.0} MiB), RSS +{grown:.1} MiB");
+            first.push(f);
+            rss.push(grown);
+        }
+        fs::remove_dir_all(&dir).ok();
+        let (mf, mr) = (median(first.clone()), median(rss.clone()));
+        rows.push(Row {
+            what: format!("?since= on a {appends}-append log: first block"),
+            runs: first,
+            unit: "ms",
+            target: "< 50 ms".into(),
+            ok: Some(mf < 50.0),
+        });
+        rows.push(Row {
+            what: "  RSS added while serving it".into(),
+            runs: rss,
+            unit: "MiB",
+            target: "< 8 MiB".into(),
+            ok: Some(mr < 8.0),
         });
     }
 

@@ -13,19 +13,24 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
+use prochub::model::StreamKind::{self, Stderr, Stdout};
 use prochub::model::{NewProcess, NewWorkspace, ProcessPatch, Status};
 use prochub::store::{FileProcessStore, StoreConfig};
 use serde_json::json;
 
-/// 2026-01-15T09:00:00Z; every reading of the clock advances it 20 s.
+/// 2026-01-15T09:00:00Z: the store opens (the `default` workspace).
 const START_MS: i64 = 1_768_467_600_000;
+/// Each workspace and each process start this much after the one before;
+/// a process runs for this long, its output spread evenly inside.
 const TICK_MS: i64 = 20_000;
 
 struct Step {
     id: &'static str,
     workspace: &'static str,
     name: &'static str,
-    output: &'static [&'static str],
+    /// Each append with the pipe it came from (cargo writes its progress
+    /// to stderr, test failures are reported there too).
+    output: &'static [(&'static str, Option<StreamKind>)],
     end: Status,
     patch: fn() -> ProcessPatch,
     metadata: fn() -> serde_json::Value,
@@ -37,7 +42,7 @@ fn steps() -> Vec<Step> {
             id: "hello",
             workspace: "default",
             name: "Say hello",
-            output: &["hello, world\n"],
+            output: &[("hello, world\n", None)],
             end: Status::Completed,
             patch: || ProcessPatch {
                 result: Some(json!("greeted")),
@@ -50,8 +55,11 @@ fn steps() -> Vec<Step> {
             workspace: "webapp",
             name: "cargo build --release",
             output: &[
-                "   Compiling webapp v0.3.1 (/home/dev/webapp)\n",
-                "    Finished `release` profile [optimized] target(s) in 41.27s\n",
+                ("   Compiling webapp v0.3.1 (/home/dev/webapp)\n", Some(Stderr)),
+                (
+                    "    Finished `release` profile [optimized] target(s) in 41.27s\n",
+                    Some(Stderr),
+                ),
             ],
             end: Status::Completed,
             patch: || ProcessPatch {
@@ -66,11 +74,11 @@ fn steps() -> Vec<Step> {
             workspace: "webapp",
             name: "cargo test",
             output: &[
-                "running 42 tests\n",
-                "test api::list_orders ... ok\n",
-                "test api::create_order ... FAILED\n",
-                "test api::cancel_order ... FAILED\n",
-                "\ntest result: FAILED. 40 passed; 2 failed\n",
+                ("running 42 tests\n", Some(Stdout)),
+                ("test api::list_orders ... ok\n", Some(Stdout)),
+                ("test api::create_order ... FAILED\n", Some(Stdout)),
+                ("test api::cancel_order ... FAILED\n", Some(Stdout)),
+                ("\ntest result: FAILED. 40 passed; 2 failed\n", Some(Stderr)),
             ],
             end: Status::Failed,
             patch: || ProcessPatch {
@@ -85,9 +93,9 @@ fn steps() -> Vec<Step> {
             workspace: "ml-pipeline",
             name: "Train classifier",
             output: &[
-                "epoch 1/3  loss 0.812  acc 0.701\n",
-                "epoch 2/3  loss 0.403  acc 0.884\n",
-                "epoch 3/3  loss 0.211  acc 0.943 ✓\n",
+                ("epoch 1/3  loss 0.812  acc 0.701\n", None),
+                ("epoch 2/3  loss 0.403  acc 0.884\n", None),
+                ("epoch 3/3  loss 0.211  acc 0.943 ✓\n", None),
             ],
             end: Status::Completed,
             patch: || ProcessPatch {
@@ -100,7 +108,10 @@ fn steps() -> Vec<Step> {
             id: "ml-fetch",
             workspace: "ml-pipeline",
             name: "Fetch dataset",
-            output: &["downloading reviews-2025.parquet\n", "  12% (61 MiB / 508 MiB)\n"],
+            output: &[
+                ("downloading reviews-2025.parquet\n", None),
+                ("  12% (61 MiB / 508 MiB)\n", None),
+            ],
             end: Status::Cancelled,
             patch: ProcessPatch::default,
             metadata: || json!({"source": "s3://datasets/reviews-2025"}),
@@ -114,11 +125,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     if dir.exists() {
         std::fs::remove_dir_all(&dir)?;
     }
-    let ticks = Arc::new(AtomicI64::new(0));
-    let clock = move || {
-        let n = ticks.fetch_add(1, Ordering::SeqCst);
-        chrono::DateTime::from_timestamp_millis(START_MS + n * TICK_MS).expect("valid time")
-    };
+    // The time every reading of the clock returns, set before each call.
+    let now = Arc::new(AtomicI64::new(START_MS));
+    let at = now.clone();
+    let clock = move || chrono::DateTime::from_timestamp_millis(at.load(Ordering::SeqCst)).expect("valid time");
+    let mut t = START_MS;
+    let set = |ms: i64| now.store(ms, Ordering::SeqCst);
     let config = StoreConfig {
         clock: Arc::new(clock),
         ..StoreConfig::default()
@@ -128,6 +140,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         ("webapp", "Web app", "/home/dev/webapp"),
         ("ml-pipeline", "ML pipeline", "/home/dev/ml-pipeline"),
     ] {
+        t += TICK_MS;
+        set(t);
         store
             .create_workspace(NewWorkspace {
                 id: Some(id.into()),
@@ -137,6 +151,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .await?;
     }
     for step in steps() {
+        t += TICK_MS;
+        set(t);
         let metadata = (step.metadata)().as_object().cloned();
         let id = store
             .create_process(NewProcess {
@@ -148,9 +164,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             })
             .await?
             .id;
-        for part in step.output {
-            store.append_output(&id, (*part).into(), None).await?;
+        let gap = TICK_MS / (step.output.len() as i64 + 1) / 1000 * 1000;
+        for (i, (part, pipe)) in step.output.iter().enumerate() {
+            set(t + (i as i64 + 1) * gap);
+            store.append_output(&id, (*part).into(), *pipe).await?;
         }
+        t += TICK_MS;
+        set(t);
         let patch = ProcessPatch {
             status: Some(step.end),
             ..(step.patch)()

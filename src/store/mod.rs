@@ -40,7 +40,9 @@
 //!    coalescer `durable::DirSync` (std `Mutex`, never held across the
 //!    fsync), and the open log handles `handles::LogHandles::open` (std
 //!    `Mutex`, taken under a log's output lock by an append, a finish or a
-//!    delete; never held across an open, a write or a close).
+//!    delete; never held across an open, a write or a close), and the SEQ
+//!    floor `log::Seqs::floor` (std `Mutex`, held across the durable write
+//!    of `output/SEQ` by a delete, never under an output lock).
 //!
 //! `Follow` (a follower) takes only level 4's output lock, never while
 //! awaiting; the server holds no store lock at all.

@@ -5,6 +5,7 @@ mod concurrency;
 mod crash;
 mod descriptors;
 mod follow;
+mod history;
 mod lists;
 mod records;
 mod recovery;

@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use prochub::model::Status;
-use prochub::store::{FileProcessStore, ListQuery, OutputRange, StoreConfig};
+use prochub::model::StreamKind::{self, Stderr, Stdout};
+use prochub::store::{FileProcessStore, FollowEvent, ListQuery, OutputRange, StoreConfig};
 use serde_json::json;
 
 use crate::helper::copy_tree;
@@ -62,7 +63,8 @@ async fn the_sample_store_loads_with_exact_values() {
             "command": null,
             "exit_code": 101,
             "output_bytes": 156,
-            "output_truncated": false
+            "output_truncated": false,
+            "output_elided": 0
         })
     );
 
@@ -145,4 +147,111 @@ async fn the_sample_store_loads_with_exact_values() {
     let got = crate::helper::drain(f).await;
     assert_eq!(got.text, expected["ml-train"].3);
     assert_eq!(got.status.unwrap().status, Status::Completed);
+
+    // The append index: one record per append, with its SEQ (store-wide,
+    // in the order the sample was written), its time inside the process's
+    // run and its pipe; replayed chunks carry them.
+    let replayed = chunks(&store, "webapp-test").await;
+    assert_eq!(
+        replayed,
+        [
+            ("running 42 tests\n", 4, "2026-01-15T09:02:23.000Z", Some(Stdout)),
+            (
+                "test api::list_orders ... ok\n",
+                5,
+                "2026-01-15T09:02:26.000Z",
+                Some(Stdout)
+            ),
+            (
+                "test api::create_order ... FAILED\n",
+                6,
+                "2026-01-15T09:02:29.000Z",
+                Some(Stdout)
+            ),
+            (
+                "test api::cancel_order ... FAILED\n",
+                7,
+                "2026-01-15T09:02:32.000Z",
+                Some(Stdout)
+            ),
+            (
+                "\ntest result: FAILED. 40 passed; 2 failed\n",
+                8,
+                "2026-01-15T09:02:35.000Z",
+                Some(Stderr)
+            ),
+        ]
+        .map(|(c, seq, ts, pipe)| (c.to_owned(), seq, ts.to_owned(), pipe))
+    );
+    for (id, want) in [
+        ("hello", &[1][..]),
+        ("webapp-build", &[2, 3]),
+        ("ml-train", &[9, 10, 11]),
+        ("ml-fetch", &[12, 13]),
+    ] {
+        let got: Vec<u64> = chunks(&store, id).await.into_iter().map(|c| c.1).collect();
+        assert_eq!(got, want, "{id}");
+    }
+    assert_eq!(store.last_seq(), 13, "the counter resumes after the largest SEQ");
+    let build = chunks(&store, "webapp-build").await;
+    assert!(build.iter().all(|c| c.3 == Some(Stderr)), "{build:?}");
+    assert_eq!(build[0].2, "2026-01-15T09:01:46.000Z");
+}
+
+/// Each replayed chunk of a finished sample process: content, SEQ, time,
+/// pipe.
+async fn chunks(store: &FileProcessStore, id: &str) -> Vec<(String, u64, String, Option<StreamKind>)> {
+    let mut f = store.subscribe(&crate::helper::id(id), Some(0)).unwrap();
+    let mut out = Vec::new();
+    while let Some(ev) = f.next().await {
+        if let FollowEvent::Chunk(c) = ev {
+            out.push((c.content.clone(), c.seq, prochub::model::format_ts(&c.ts()), c.stream));
+        }
+    }
+    out
+}
+
+/// A store written before the append index (logs only) opens: each log
+/// gets an index of one record with the log's mtime as its time, no pipe,
+/// and fresh SEQs; the output reads as before and new appends go on from
+/// there.
+#[tokio::test]
+async fn a_store_from_before_the_index_opens_and_gets_indexes() {
+    let tmp = tempfile::tempdir().unwrap();
+    copy_tree(sample_dir(), tmp.path());
+    let out = tmp.path().join("output");
+    let mtime = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_768_467_700_000);
+    for id in ["hello", "webapp-build", "webapp-test", "ml-train", "ml-fetch"] {
+        std::fs::remove_file(out.join(format!("{id}.idx"))).unwrap();
+        let log = std::fs::File::options()
+            .write(true)
+            .open(out.join(format!("{id}.log")))
+            .unwrap();
+        log.set_modified(mtime).unwrap();
+    }
+    let store = FileProcessStore::open(tmp.path(), StoreConfig::default())
+        .await
+        .unwrap();
+    let report = store.open_report();
+    assert_eq!(report.indexes_synthesized, 5);
+    assert!(report.trimmed.is_empty() && report.quarantined.is_empty());
+    for id in ["hello", "webapp-build", "webapp-test", "ml-train", "ml-fetch"] {
+        assert!(out.join(format!("{id}.idx")).exists(), "{id}: index written");
+        let got = chunks(&store, id).await;
+        assert_eq!(got.len(), 1, "{id}: one record for the whole log");
+        let (text, seq, ts, pipe) = &got[0];
+        assert_eq!(ts, "2026-01-15T09:01:40.000Z", "{id}: the log's mtime");
+        assert_eq!(*pipe, None);
+        assert!((1..=5).contains(seq), "{id}: {seq}");
+        let p = store.get_process(&crate::helper::id(id)).unwrap();
+        assert_eq!(p.output_bytes, text.len() as u64);
+    }
+    assert_eq!(store.last_seq(), 5);
+    let id = crate::helper::running(&store, "after").await;
+    store.append_output(&id, "new\n".into(), None).await.unwrap();
+    store
+        .update_process(&id, prochub::model::ProcessPatch::status(Status::Completed))
+        .await
+        .unwrap();
+    assert_eq!(chunks(&store, id.as_str()).await[0].1, 6);
 }

@@ -341,7 +341,7 @@ fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report:
     )?;
     let set_aside = std::mem::take(&mut scan.quarantined_stems);
     report.processes = report.add(scan);
-    settle_orphan_logs(files, output.by_id, &set_aside, report)?;
+    settle_orphan_logs(files, &env.seqs, output.by_id, &set_aside, report)?;
     Ok(index)
 }
 
@@ -351,11 +351,21 @@ fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report:
 /// output) are removed.
 fn settle_orphan_logs(
     files: &Layout,
+    seqs: &log::Seqs,
     orphans: HashMap<String, Vec<Seg>>,
     quarantined_stems: &[String],
     report: &mut OpenReport,
 ) -> Result<()> {
     let set_aside: HashSet<&str> = quarantined_stems.iter().map(String::as_str).collect();
+    // Their SEQs may be the newest (a delete that could not raise the
+    // floor): raise it first, or leave them all for the next start.
+    let newest = orphans.values().flatten().filter_map(|s| s.last).map(|a| a.seq).max();
+    if let Some(seq) = newest
+        && let Err(e) = seqs.keep_above(seq)
+    {
+        tracing::warn!(%e, "cannot raise the SEQ floor; orphan output left for the next start");
+        return Ok(());
+    }
     for (id, segs) in orphans {
         for seg in segs {
             for path in [&seg.view.log, &seg.view.idx] {
