@@ -340,7 +340,7 @@ async fn since_read(dir: &Path, appends: usize) -> Vec<(f64, f64, f64, f64)> {
     }
     eprintln!(
         "since: wrote {appends} appends ({} MiB) in {:.1}s",
-        appends * line.len() >> 20,
+        (appends * line.len()) >> 20,
         t.elapsed().as_secs_f64()
     );
     // Three reads, from 1/2, 1/4 and 3/4 of the time range.

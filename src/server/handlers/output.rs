@@ -189,7 +189,10 @@ mod tests {
         let now = chrono::DateTime::parse_from_rfc3339("2026-12-01T10:00:00Z")
             .expect("valid")
             .with_timezone(&chrono::Utc);
-        output_query(&Query::parse(Some(s)).expect("decodes"), now)
+        let mut q = Query::parse(Some(s)).expect("decodes");
+        // As the router does before the handler runs.
+        q.check(crate::server::url::OUTPUT_READ_PARAMS, true)?;
+        output_query(&q, now)
     }
 
     #[test]
