@@ -169,11 +169,15 @@ async fn bug_follower_that_stopped_reading_was_never_disconnected() {
         s.store.emitter_count() == 1
     })
     .await;
-    // 8 MiB: more than the kernel buffers both ends of loopback hold.
+    // 32 MiB: far more than the kernel buffers both ends of loopback hold.
+    // (8 MiB was not always enough: with a 4 KiB SO_RCVBUF a kernel that
+    // collapses the receive queue still lets a few bytes in now and then,
+    // and every bit of progress restarts the stall clock; on this
+    // machine's 6.x kernel the 8 MiB version failed on the old code too.)
     let chunk = "y".repeat(64 * 1024 - 1) + "\n";
     let reading = tokio::spawn(async move {
         let mut got = 0usize;
-        while got < 128 * chunk_len() {
+        while got < 512 * chunk_len() {
             let ev = reader.next().await.expect("the reading follower stays connected");
             if ev.name() == "chunk" {
                 got += ev.json()["content"].as_str().expect("content").len();
@@ -181,7 +185,7 @@ async fn bug_follower_that_stopped_reading_was_never_disconnected() {
         }
         reader
     });
-    for _ in 0..128 {
+    for _ in 0..512 {
         crate::helper::http::append(s.addr, &id, &chunk).await;
     }
     let mut reader = tokio::time::timeout(WAIT, reading)
