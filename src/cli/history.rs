@@ -104,20 +104,11 @@ impl Stamper {
     }
 }
 
-/// The time of `--since`/`--until`: a humantime duration back from now
-/// (`10m`, `2h 30m`) or an RFC 3339 time (`2026-12-01T10:00:00Z`), as the
-/// server reads `?since=`. Durations are resolved here, against this
-/// machine's clock.
+/// The time of `--since`/`--until`, as the server reads `?since=`
+/// ([`crate::model::parse_when`]); durations are resolved here, against
+/// this machine's clock.
 pub fn parse_when(s: &str) -> Result<Timestamp, String> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s.trim()) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    let d = humantime::parse_duration(s.trim())
-        .map_err(|_| format!("{s:?} is neither a duration back from now (10m, 2h) nor an RFC 3339 time"))?;
-    let d = chrono::Duration::from_std(d).map_err(|_| format!("{s:?} is too long ago"))?;
-    crate::model::now()
-        .checked_sub_signed(d)
-        .ok_or_else(|| format!("{s:?} is too long ago"))
+    crate::model::parse_when(s, crate::model::now())
 }
 
 /// The one line `follow` and `run` print (to stderr) where output was

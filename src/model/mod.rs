@@ -28,7 +28,7 @@ pub use process::{Process, Status, StatusInfo};
 pub use query::{ListQuery, OutputQuery, OutputRange, Page, StatusSet};
 pub use request::{NewProcess, NewWorkspace, PatchError, ProcessPatch, merge_metadata, merge_patch};
 pub use server_info::{SERVER_JSON, ServerInfo};
-pub use time::{Timestamp, format_duration, format_ts, now, parse_duration, ts};
+pub use time::{Timestamp, format_duration, format_ts, now, parse_duration, parse_when, ts};
 pub use workspace::Workspace;
 
 /// Longest id accepted for processes and workspaces (SPEC section 1).

@@ -64,6 +64,27 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{s:?} is not a duration (e.g. 15s, 7d): {e}"))
 }
 
+/// A point in time given as a humantime duration back from `now` (`10m`,
+/// `2h 30m`) or as an RFC 3339 time (`2026-12-01T10:00:00Z`): what
+/// `?since=`/`?until=` and `prochub follow --since` take. A duration
+/// reaching before the earliest representable time means "from the
+/// beginning". The error says what was expected.
+pub fn parse_when(s: &str, now: Timestamp) -> Result<Timestamp, String> {
+    let s = s.trim();
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(s) {
+        return Ok(t.with_timezone(&chrono::Utc));
+    }
+    let d = humantime::parse_duration(s).map_err(|_| {
+        format!(
+            "{s:?} is neither a duration back from now (e.g. 10m, 2h) nor an RFC 3339 time (e.g. 2026-12-01T10:00:00Z)"
+        )
+    })?;
+    Ok(chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_sub_signed(d))
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC))
+}
+
 /// Formats a duration the way records show it: humantime, whole
 /// milliseconds at most (`2m 34s`, `1s 250ms`).
 pub fn format_duration(ms: u64) -> String {

@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::model::{Id, OutputQuery, OutputRange, StreamKind, Timestamp, parse_duration};
+use crate::model::{Id, OutputQuery, OutputRange, StreamKind, Timestamp};
 use crate::server::App;
 use crate::server::body::{self, Kind};
 use crate::server::error::ApiError;
@@ -143,26 +143,11 @@ fn output_query(q: &Query, now: Timestamp) -> Result<OutputQuery, ApiError> {
     })
 }
 
-/// A `since`/`until` value: a duration back from `now` (`10m`, `2h 30m`)
-/// or an RFC 3339 time. A duration reaching before the earliest time
-/// there is means "from the beginning".
+/// A `since`/`until` value ([`crate::model::parse_when`]), or 400
+/// `invalid_query` naming the parameter.
 fn time(key: &str, v: &str, now: Timestamp) -> Result<Timestamp, ApiError> {
-    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
-        return Ok(t.with_timezone(&chrono::Utc));
-    }
-    match parse_duration(v) {
-        Ok(d) => Ok(chrono::Duration::from_std(d)
-            .ok()
-            .and_then(|d| now.checked_sub_signed(d))
-            .unwrap_or(chrono::DateTime::<chrono::Utc>::MIN_UTC)),
-        Err(_) => Err(ApiError::bad_request(
-            "invalid_query",
-            format!(
-                "query parameter `{key}` must be a duration back from now (e.g. 10m, 2h) \
-                 or an RFC 3339 time (e.g. 2026-12-01T10:00:00Z), got {v:?}"
-            ),
-        )),
-    }
+    crate::model::parse_when(v, now)
+        .map_err(|e| ApiError::bad_request("invalid_query", format!("query parameter `{key}`: {e}")))
 }
 
 /// The blocks after the first, read as the body is polled. An error ends
