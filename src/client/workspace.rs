@@ -389,6 +389,13 @@ impl WorkspaceClient {
     /// your `at`": was it stored by an earlier, interrupted flush? Yes if
     /// the bytes stored at `at` are its content (the exact-end case is
     /// settled by [`Client::append_output_at`] already).
+    ///
+    /// The limit of this check: the queue assumes it is the only writer of
+    /// its processes' output (they are the ones this client submitted). If
+    /// another writer stored the very same bytes at `at` (a lone `"\n"`),
+    /// the queued append is taken as delivered and dropped; if `at` falls
+    /// in an elided range the stored bytes are the marker, never equal, and
+    /// the append is reported as a mismatch rather than guessed.
     async fn stored_before(&self, op: &QueuedOp, output_bytes: u64) -> Result<bool, ClientError> {
         let QueuedOp::Append {
             id,
