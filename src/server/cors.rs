@@ -12,7 +12,7 @@ pub const ALLOW_METHODS: &str = "GET, POST, PATCH, DELETE, OPTIONS";
 /// Request headers a browser may send (`Last-Event-ID` for EventSource).
 pub const ALLOW_HEADERS: &str = "Authorization, Content-Type, Last-Event-ID";
 /// Response headers scripts may read.
-pub const EXPOSE_HEADERS: &str = "Location, Link";
+pub const EXPOSE_HEADERS: &str = "Location, Link, Prochub-Output-End, Prochub-Elided";
 /// How long a browser may cache a preflight answer, in seconds.
 pub const MAX_AGE_S: &str = "600";
 
