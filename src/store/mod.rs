@@ -31,6 +31,11 @@
 //!    * a process's output, `log::OutputLog::state` (std `Mutex`: the log
 //!      handle, offsets, the emitter). `Entry::record()` takes the
 //!      snapshot and then this one, releasing the first before the second.
+//!      Held for page-cache writes of one append (log bytes, then index
+//!      record), and, rarely, for file work that must not interleave with
+//!      an append: creating a tail segment's two files on its first write,
+//!      and unlinking the two files of a tail segment that left the
+//!      retention window (a few per C/4 bytes appended past the cap).
 //! 5. Leaves, taken under any of the above and holding no other store lock:
 //!    the workspace map `FileProcessStore::workspaces` (std `Mutex`), the
 //!    lifecycle event ring `events::Events::ring` (std `RwLock`, shared
