@@ -339,3 +339,149 @@ impl Pieces {
         true
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::store::file::appends;
+    use crate::store::file::segments::{SegmentView, segment_paths};
+
+    /// A segment at `start` of `texts`, one record each (SEQ = start + i + 1).
+    fn segment(dir: &Path, start: u64, texts: &[&str]) -> SegmentView {
+        let (log, idx) = segment_paths(dir, "p", start);
+        let mut bytes = Vec::new();
+        let mut records = Vec::new();
+        for (i, t) in texts.iter().enumerate() {
+            records.push(Append {
+                start: start + bytes.len() as u64,
+                seq: start + i as u64 + 1,
+                ts_ms: i as i64,
+                len: t.len() as u32,
+                pipe: Some(StreamKind::Stdout),
+            });
+            bytes.extend_from_slice(t.as_bytes());
+        }
+        std::fs::write(&log, &bytes).expect("write log");
+        appends::write_records(&appends::create(&idx).expect("index"), 0, &records).expect("records");
+        SegmentView {
+            start,
+            end: start + bytes.len() as u64,
+            records: records.len() as u64,
+            log,
+            idx,
+        }
+    }
+
+    /// Every item up to the end (and whether it ended as Gone).
+    fn all(p: &mut Pieces) -> (Vec<Item>, bool) {
+        let mut items = Vec::new();
+        loop {
+            match p.step().expect("readable") {
+                Step::Items(i) => items.extend(i),
+                Step::End => return (items, false),
+                Step::Gone => return (items, true),
+            }
+        }
+    }
+
+    fn text(at: u64, s: &str, seq: u64) -> (u64, String, u64) {
+        (at, s.to_owned(), seq)
+    }
+
+    fn summary(items: &[Item]) -> Vec<(u64, String, u64)> {
+        items
+            .iter()
+            .map(|i| match i {
+                Item::Text(p) => (p.start, p.text.clone(), p.seq()),
+                Item::Hole { from, to } => (*from, format!("hole to {to}"), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pieces_per_record_and_a_hole_for_every_unserved_byte() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Head 0..6, elided 6..20, a tail from 16 (16..20 not served) to 24,
+        // a gap 24..30 (a torn segment), a last segment 30..33, then
+        // nothing stored up to 40 (elided past the end of the segments).
+        let view = OutputView {
+            segments: vec![
+                segment(dir.path(), 0, &["ab", "cdef"]),
+                segment(dir.path(), 16, &["xxxxyy", "zz"]),
+                segment(dir.path(), 30, &["end"]),
+            ],
+            end: 40,
+            elided: Some((6, 20)),
+        };
+        let (items, gone) = all(&mut Pieces::new(view.clone(), 0, 40, true));
+        assert!(!gone);
+        assert_eq!(
+            summary(&items),
+            vec![
+                text(0, "ab", 1),
+                text(2, "cdef", 2),
+                (6, "hole to 20".into(), 0),
+                text(20, "yy", 17),
+                text(22, "zz", 18),
+                (24, "hole to 30".into(), 0),
+                text(30, "end", 31),
+                (33, "hole to 40".into(), 0),
+            ]
+        );
+        // Without records: one untagged piece per block.
+        let (items, _) = all(&mut Pieces::new(view.clone(), 1, 24, false));
+        assert_eq!(
+            summary(&items),
+            vec![text(1, "bcdef", 0), (6, "hole to 20".into(), 0), text(20, "yyzz", 0)]
+        );
+        // A deleted tail segment is a hole (merged with the gap after it);
+        // a deleted head is the end.
+        std::fs::remove_file(&view.segments[1].log).expect("delete tail");
+        let (items, _) = all(&mut Pieces::new(view.clone(), 3, 33, true));
+        assert_eq!(
+            summary(&items),
+            vec![text(3, "def", 2), (6, "hole to 30".into(), 0), text(30, "end", 31)]
+        );
+        std::fs::remove_file(&view.segments[0].log).expect("delete head");
+        let (items, gone) = all(&mut Pieces::new(view, 20, 33, true));
+        assert_eq!((items, gone), (vec![], true));
+    }
+
+    /// Review M3: the index cursor is kept from block to block, and dropped
+    /// when the reader is moved elsewhere (a follower's live delivery), so
+    /// it never describes another position than the one read.
+    #[test]
+    fn a_seek_elsewhere_drops_the_index_cursor() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let line = "0123456789abcde\n"; // 16 bytes: 4096 records per block
+        let texts = vec![line; 3 * REPLAY_BLOCK / line.len()];
+        let seg = segment(dir.path(), 0, &texts);
+        let end = seg.end;
+        let view = OutputView {
+            segments: vec![seg],
+            end,
+            elided: None,
+        };
+        let mut p = Pieces::new(view.clone(), 0, end, true);
+        let Step::Items(first) = p.step().expect("readable") else {
+            panic!("a block")
+        };
+        assert_eq!(first.len(), REPLAY_BLOCK / line.len());
+        assert!(p.index.is_some(), "kept for the next block");
+        p.seek(p.position());
+        assert!(p.index.is_some(), "a seek to where it is keeps it");
+        p.set_view(view);
+        assert!(p.index.is_some(), "a newer view of the same segment keeps it");
+        let far = 2 * REPLAY_BLOCK as u64 + 8;
+        p.seek(far);
+        assert!(p.index.is_none(), "a seek elsewhere drops it");
+        let Step::Items(items) = p.step().expect("readable") else {
+            panic!("a block")
+        };
+        let Item::Text(piece) = &items[0] else { panic!("text") };
+        assert_eq!((piece.start, piece.text.as_str()), (far, "89abcde\n"));
+        assert_eq!(piece.seq(), far / 16 + 1, "the record holding the position");
+    }
+}
