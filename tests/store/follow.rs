@@ -416,3 +416,65 @@ async fn bug_replay_lost_the_pipe_of_server_run_output() {
         other => panic!("{other:?}"),
     }
 }
+
+/// Regression (review C1, bug: a follower of a deleted process spun
+/// forever): the replay found the log gone, gave up at its position, took
+/// the next live chunk as a gap to replay, found the log gone again, and so
+/// on, with no event and no end. Now the stream ends with the status.
+#[tokio::test]
+async fn bug_follower_of_a_deleted_process_spun_forever() {
+    let (_dir, store) = temp_store().await;
+    let id = running(&store, "spin").await;
+    store.append_output(&id, "stored".into(), None).await.unwrap();
+    let f = store.subscribe(&id, Some(0)).unwrap();
+    store.append_output(&id, "live".into(), None).await.unwrap();
+    store.delete_process(&id).await.unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(10), drain(f))
+        .await
+        .expect("the stream of a deleted process ends");
+    assert_eq!(got.status.expect("a status ends it").status, Status::Cancelled);
+    // Its output is gone: nothing is replayed, nothing reported skipped.
+    assert_eq!((got.text.as_str(), got.lagged.as_slice()), ("", &[][..]));
+}
+
+/// Regression (review C2, bug: a replay stopped at a gap between two
+/// segments and lost the rest): open repairs each segment on its own, so a
+/// torn tail segment that is not the last leaves a gap before the next one.
+/// The replay reports the gap as `lagged` and goes on to the end, like
+/// `read_output`, which serves the rest after a marker.
+#[tokio::test]
+async fn bug_replay_stopped_at_a_gap_between_segments() {
+    let config = StoreConfig {
+        max_output: 4096,
+        ..StoreConfig::default()
+    };
+    let (dir, store) = temp_store_with(config.clone()).await;
+    let id = running(&store, "torn").await;
+    for i in 0..40 {
+        let line = format!("line {i:03} {}\n", "x".repeat(90));
+        store.append_output(&id, line, None).await.unwrap();
+    }
+    store.append_output(&id, "THE END\n".into(), None).await.unwrap();
+    complete(&store, &id).await;
+    let total = store.get_process(&id).unwrap().output_bytes;
+    // The first tail segment loses its last 10 bytes (a torn page).
+    let first_tail = dir.path().join(format!("output/{id}.2048.log"));
+    let len = std::fs::metadata(&first_tail)
+        .expect("a first tail segment at 2048")
+        .len();
+    let f = std::fs::OpenOptions::new().write(true).open(&first_tail).unwrap();
+    f.set_len(len - 10).unwrap();
+    drop(f);
+    let store = reopen(store, config).await;
+    let text = String::from_utf8(store.read_output(&id, prochub::store::OutputRange::All).await.unwrap()).unwrap();
+    assert!(text.ends_with("THE END\n"), "read_output serves past the gap");
+    let got = tokio::time::timeout(Duration::from_secs(10), drain(store.subscribe(&id, Some(0)).unwrap()))
+        .await
+        .expect("the replay ends");
+    assert_eq!(got.lagged.len(), 1, "one gap: {:?}", got.lagged);
+    let (from, to) = got.lagged[0];
+    assert!(from > 2048 && to > from && to < total, "gap {from}..{to} of {total}");
+    assert!(got.text.ends_with("THE END\n"), "the replay goes on after the gap");
+    assert_eq!(got.text.len() as u64, total - (to - from));
+    assert_eq!(got.status.expect("status").status, Status::Completed);
+}

@@ -3,29 +3,27 @@
 //! from the stored output whenever it falls behind, then the final status.
 //! See [`super::log`] for why replay and live never overlap or leave a gap.
 //!
-//! A replay reads the segments of an [`OutputView`] (taken under the log
-//! lock, read without it): index records in batches, log bytes in
-//! [`REPLAY_BLOCK`] blocks, and makes one chunk per record (or the part
-//! of one in the block), carrying that record's SEQ, time and pipe. The
-//! elided range between head and tail is reported once as
-//! [`FollowEvent::Lagged`] and the replay continues after it.
+//! A replay reads the stored output through [`Pieces`] (the reader
+//! `GET …/output` uses too), on a fresh [`OutputView`] per block: one
+//! chunk per index record (or the part of one in the block), carrying that
+//! record's SEQ, time and pipe. Whatever no segment serves (the elided
+//! range, a gap between segments, a segment deleted under the reader) is
+//! reported as [`FollowEvent::Lagged`] and the replay goes on after it; a
+//! deleted process's output (its head gone) ends the replay, and the stream
+//! ends with the status. So a follower always either moves on or ends.
 
 use std::collections::VecDeque;
-use std::io;
 use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use super::appends::{IndexReader, READ_BATCH};
 use super::chunk::Chunk;
-use super::log::{OutputLog, REPLAY_BLOCK, log_text, read_range};
+use super::error::{Result, StoreError};
+use super::log::OutputLog;
+use super::records::{Item, Pieces, Step};
+#[cfg(doc)]
 use super::segments::OutputView;
 use crate::model::StatusInfo;
-
-/// Index records read by the first read of a replay block; doubled while
-/// the records read do not cover the block (a block of 4 KiB appends
-/// needs 16, one of 10-byte lines thousands, at most [`READ_BATCH`]).
-const FIRST_BATCH: u64 = 64;
 
 /// What a follower receives.
 #[derive(Debug, Clone)]
@@ -54,11 +52,14 @@ pub struct Follow {
     /// Output below this offset is replayed (stored or reported elided)
     /// before going (back) to the receiver.
     replay_end: u64,
-    /// Replayed chunks not delivered yet (one block's worth at most).
-    pending: VecDeque<Arc<Chunk>>,
-    /// Where the replay is in the index: `(segment start, record holding
-    /// pos)`, so consecutive blocks need no search.
-    cursor: Option<(u64, u64)>,
+    /// Replayed events not delivered yet (one block's worth at most).
+    pending: VecDeque<FollowEvent>,
+    /// The replay's reader, kept between blocks for its index cursor (None
+    /// before the first block, or after a read was cancelled half-way).
+    pieces: Option<Pieces>,
+    /// The output was deleted under the replay: nothing more is delivered
+    /// but the final status.
+    gone: bool,
     /// A live chunk that arrived ahead of `pos`, delivered after catch-up.
     held: Option<Arc<Chunk>>,
     rx: Option<broadcast::Receiver<Arc<Chunk>>>,
@@ -67,18 +68,6 @@ pub struct Follow {
     final_status: Option<StatusInfo>,
     /// Times it fell behind the emitter and caught up from the store.
     catch_ups: u64,
-}
-
-/// What one replay step read.
-enum Block {
-    /// Chunks starting at the position asked for, and the cursor after
-    /// them.
-    Chunks(Vec<Chunk>, Option<(u64, u64)>),
-    /// The position is in the elided range: continue at this offset.
-    Elided(u64),
-    /// Nothing is stored there (the files are shorter than the view says,
-    /// or gone): stop replaying.
-    End,
 }
 
 impl Follow {
@@ -96,7 +85,8 @@ impl Follow {
             pos,
             replay_end,
             pending: VecDeque::new(),
-            cursor: None,
+            pieces: None,
+            gone: false,
             held: None,
             rx,
             done: false,
@@ -192,8 +182,8 @@ impl Follow {
     /// A replayed chunk not yet delivered, or the held chunk once the
     /// replay is over.
     fn next_ready(&mut self) -> Option<FollowEvent> {
-        if let Some(c) = self.pending.pop_front() {
-            return Some(FollowEvent::Chunk(c));
+        if let Some(ev) = self.pending.pop_front() {
+            return Some(ev);
         }
         if self.pos < self.replay_end {
             return None;
@@ -206,7 +196,7 @@ impl Follow {
     /// the replay), deliver it, or hold it while the gap before it is
     /// replayed from the stored output.
     fn accept(&mut self, chunk: Arc<Chunk>) -> Option<FollowEvent> {
-        if chunk.offset <= self.pos {
+        if chunk.offset <= self.pos || self.gone {
             return None;
         }
         let start = chunk.start();
@@ -252,50 +242,70 @@ impl Follow {
     /// After a lag or the end of the live part: replay up to what was
     /// appended by now (every byte of it is stored or elided).
     fn catch_up(&mut self) {
+        if self.gone {
+            return;
+        }
         let st = self.log.lock();
         self.replay_end = st.total.max(self.pos);
     }
 
-    /// One replay step: a block of chunks (the first returned, the rest
-    /// queued), or the elided range skipped.
-    async fn read_block(&mut self) -> io::Result<Option<FollowEvent>> {
+    /// One replay step, read on the blocking pool: a block of chunks and
+    /// the holes around it (the first event returned, the rest queued), or
+    /// the end of a deleted process's output. Always moves `pos` on, or
+    /// ends the replay for good.
+    async fn read_block(&mut self) -> Result<Option<FollowEvent>> {
         let view = self.log.view();
-        let (from, to, cursor) = (self.pos, self.replay_end, self.cursor);
-        let read = tokio::task::spawn_blocking(move || replay_block(&view, from, to, cursor))
-            .await
-            .map_err(io::Error::other)?;
-        let block = match read {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // A segment was deleted after the view was taken: it left
-                // the window (the next view says so) or the process was
-                // deleted (nothing more to replay).
-                tracing::debug!(%e, "output segment gone while following");
-                match self.log.view().served_from(from) {
-                    to if to > from => Block::Elided(to),
-                    _ => Block::End,
-                }
+        let (from, to) = (self.pos, self.replay_end);
+        let mut pieces = match self.pieces.take() {
+            Some(mut p) => {
+                p.set_view(view);
+                // A live delivery may have moved pos: the cursor is then
+                // dropped, never used for another position.
+                p.seek(from);
+                p.set_end(to);
+                p
             }
-            other => other?,
+            None => Pieces::new(view, from, to, true),
         };
-        match block {
-            Block::Elided(to) => {
-                self.pos = to;
-                self.cursor = None;
-                Ok(Some(FollowEvent::Lagged { from, to }))
-            }
-            Block::End => {
+        let (pieces, step) = tokio::task::spawn_blocking(move || {
+            let step = pieces.step();
+            (pieces, step)
+        })
+        .await
+        .map_err(|e| StoreError::Task(e.to_string()))?;
+        let at = pieces.position();
+        self.pieces = Some(pieces);
+        match step? {
+            Step::Gone => {
+                // The process was deleted: its stored output and anything
+                // held for after it go; the status ends the stream.
+                tracing::debug!(from, "output deleted while following");
+                self.gone = true;
+                self.held = None;
                 self.replay_end = self.pos;
                 Ok(None)
             }
-            Block::Chunks(chunks, cursor) => {
-                self.cursor = cursor;
-                if let Some(last) = chunks.last() {
-                    crate::metrics::get().replayed((last.offset - from) as usize);
-                    self.pos = last.offset;
+            Step::End => {
+                // Only when pos reached the end, which the loop never asks
+                // for; skip rather than stall if it ever happens.
+                self.pos = to;
+                Ok((from < to).then_some(FollowEvent::Lagged { from, to }))
+            }
+            Step::Items(items) => {
+                crate::metrics::get().replayed((at - from) as usize);
+                self.pos = at;
+                for item in items {
+                    match item {
+                        Item::Hole { from, to } => self.pending.push_back(FollowEvent::Lagged { from, to }),
+                        Item::Text(p) if !p.text.is_empty() => {
+                            let (pipe, seq, ts_ms) = (p.pipe(), p.seq(), p.ts_ms());
+                            let chunk = Chunk::new(p.end, p.text, pipe, seq, ts_ms);
+                            self.pending.push_back(FollowEvent::Chunk(Arc::new(chunk)));
+                        }
+                        Item::Text(_) => {}
+                    }
                 }
-                self.pending
-                    .extend(chunks.into_iter().filter(|c| !c.content.is_empty()).map(Arc::new));
-                Ok(self.pending.pop_front().map(FollowEvent::Chunk))
+                Ok(self.pending.pop_front())
             }
         }
     }
@@ -308,64 +318,6 @@ impl Follow {
         };
         Some(FollowEvent::Status(status))
     }
-}
-
-/// Reads stored output from `pos` (below `end`) in `view`: at most one
-/// [`REPLAY_BLOCK`] of one segment, one chunk per index record in it (the
-/// first and last possibly partial), each with the record's SEQ, time and
-/// pipe. Blocking. `cursor` is where the previous block left off in the
-/// index, which saves the binary search when it still applies.
-fn replay_block(view: &OutputView, pos: u64, end: u64, cursor: Option<(u64, u64)>) -> io::Result<Block> {
-    let served = view.served_from(pos);
-    if served > pos {
-        return Ok(Block::Elided(served));
-    }
-    let Some(seg) = view.segment_at(pos) else {
-        return Ok(Block::End);
-    };
-    let stop = end.min(seg.end).min(pos + REPLAY_BLOCK as u64);
-    let bytes = read_range(&seg.log, pos - seg.start, stop - seg.start, REPLAY_BLOCK)?;
-    if bytes.is_empty() {
-        return Ok(Block::End);
-    }
-    let got_end = pos + bytes.len() as u64;
-    let idx = IndexReader::open_with_count(&seg.idx, seg.records)?;
-    let mut i = match cursor {
-        Some((start, i)) if start == seg.start => i,
-        _ => idx.first_ending_after(pos)?,
-    };
-    let mut chunks = Vec::new();
-    let mut batch = FIRST_BATCH;
-    while i < idx.count() {
-        let records = idx.read(i, batch)?;
-        let mut covered = false;
-        for r in &records {
-            if r.start >= got_end {
-                covered = true;
-                break;
-            }
-            let (a, b) = (r.start.max(pos), r.end().min(got_end));
-            if b > a {
-                let slice = bytes[(a - pos) as usize..(b - pos) as usize].to_vec();
-                chunks.push(Chunk::new(b, log_text(slice), r.pipe, r.seq, r.ts_ms));
-            }
-            if r.end() > got_end {
-                covered = true;
-                break;
-            }
-            i += 1;
-        }
-        if covered || records.is_empty() {
-            break;
-        }
-        batch = (batch * 2).min(READ_BATCH);
-    }
-    if chunks.is_empty() {
-        // Bytes without records (cannot happen after open's repair): one
-        // untagged chunk rather than a stall.
-        chunks.push(Chunk::new(got_end, log_text(bytes), None, 0, 0));
-    }
-    Ok(Block::Chunks(chunks, Some((seg.start, i))))
 }
 
 impl Drop for Follow {

@@ -14,12 +14,15 @@
 //!    walking index batches and log blocks backwards, never more than one
 //!    of each in memory.
 //!
-//! A *hole* is a part of the selected interval that no segment serves:
-//! the elided middle (head + tail retention), or a segment that retention
-//! deleted between the snapshot and the read (a file not found). Bytes of
-//! a hole are never guessed: the text gets one marker line
-//! `[… N bytes elided …]` there, and the hole is reported for the
-//! `Prochub-Elided` header. A hole ends a line, like a newline.
+//! Reading forward is [`Pieces`]'s job (the reader follow replays use
+//! too): it yields per-record pieces with their time and pipe, and
+//! *holes*, the parts of the selected interval that no segment serves (the
+//! elided middle, a gap between segments, a segment or index deleted
+//! between the snapshot and the read). Bytes of a hole are never guessed:
+//! the text gets one marker line `[… N bytes elided …]` there, and the hole
+//! is reported for the `Prochub-Elided` header. A hole ends a line, like a
+//! newline. The head going away means the process was deleted: the text
+//! ends there.
 //!
 //! # Text
 //! Each piece read from a log goes through [`log_text`], the one decoding
@@ -29,29 +32,16 @@
 //! [`read_range`], which ends them on a character boundary, and records
 //! end on one, so no character is split between two pieces.
 
-use std::collections::VecDeque;
-use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileExt as _;
-use std::path::Path;
 
-use super::appends::{Append, IndexReader, READ_BATCH, ms_of, ts_from_ms};
+use super::appends::{IndexReader, READ_BATCH, ms_of, ts_from_ms};
 use super::error::{Result, StoreError};
-use super::log::{REPLAY_BLOCK, log_text, read_range};
+#[cfg(doc)]
+use super::log::log_text;
+use super::log::{REPLAY_BLOCK, read_range};
+use super::records::{Item, Pieces, Run, Step, served_runs};
 use super::segments::{OutputView, SegmentView};
 use crate::model::{OutputQuery, OutputRange, format_ts};
-
-/// Longest record the index can describe (its `len` is a `u32`): a log
-/// without index records is read as records of this size.
-const MAX_RECORD_LEN: u64 = u32::MAX as u64;
-
-/// A served stretch of one segment, `from..to` (absolute offsets).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Run {
-    seg: usize,
-    from: u64,
-    to: u64,
-}
 
 /// A hole in the selection that is waiting for its marker line: it is
 /// written just before the next text (or at the end), so holes with
@@ -62,112 +52,13 @@ struct PendingHole {
     bytes: u64,
 }
 
-/// The records of one segment as of the snapshot.
-enum Records {
-    Index(IndexReader),
-    /// A segment with bytes but no index records (a log the index has not
-    /// covered yet): read as records of at most [`MAX_RECORD_LEN`] bytes,
-    /// no pipe, stamped with the log's modification time, the same records
-    /// the store writes for such a log at open.
-    Whole {
-        start: u64,
-        end: u64,
-        ts_ms: i64,
-    },
-}
-
-impl Records {
-    /// Opens the records of `seg` (NotFound if its files were deleted).
-    fn open(seg: &SegmentView) -> io::Result<Records> {
-        if seg.records == 0 {
-            let ts_ms = if seg.end > seg.start {
-                let modified = std::fs::metadata(&seg.log)?.modified()?;
-                ms_of(chrono::DateTime::<chrono::Utc>::from(modified))
-            } else {
-                0
-            };
-            return Ok(Records::Whole {
-                start: seg.start,
-                end: seg.end,
-                ts_ms,
-            });
-        }
-        IndexReader::open_with_count(&seg.idx, seg.records).map(Records::Index)
-    }
-
-    fn count(&self) -> u64 {
-        match self {
-            Records::Index(r) => r.count(),
-            Records::Whole { start, end, .. } => (end - start).div_ceil(MAX_RECORD_LEN),
-        }
-    }
-
-    fn get(&self, i: u64) -> io::Result<Append> {
-        match self {
-            Records::Index(r) => r.get(i),
-            Records::Whole { start, end, ts_ms } => {
-                let from = start + i * MAX_RECORD_LEN;
-                Ok(Append {
-                    start: from,
-                    seq: 0,
-                    ts_ms: *ts_ms,
-                    len: (end - from).min(MAX_RECORD_LEN) as u32,
-                    pipe: None,
-                })
-            }
-        }
-    }
-
-    /// Records `i..i + n`, clipped to the count.
-    fn read(&self, i: u64, n: u64) -> io::Result<Vec<Append>> {
-        match self {
-            Records::Index(r) => r.read(i, n),
-            Records::Whole { .. } => (i..(i + n).min(self.count())).map(|k| self.get(k)).collect(),
-        }
-    }
-
-    /// The first record for which `pred` is false (a binary search, one
-    /// read per probe); `pred` must hold for a prefix of the records.
-    fn partition_point(&self, mut pred: impl FnMut(&Append) -> bool) -> io::Result<u64> {
-        let (mut lo, mut hi) = (0, self.count());
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2;
-            if pred(&self.get(mid)?) {
-                lo = mid + 1;
-            } else {
-                hi = mid;
-            }
-        }
-        Ok(lo)
-    }
-
-    /// The first record that ends after `offset`.
-    fn first_ending_after(&self, offset: u64) -> io::Result<u64> {
-        self.partition_point(|a| a.end() <= offset)
-    }
-}
-
-/// Records of one segment read forward in batches of [`READ_BATCH`], for
-/// the block being read.
-#[derive(Default)]
-struct Cursor {
-    /// Segment the batch belongs to.
-    seg: Option<usize>,
-    batch: VecDeque<Append>,
-    /// Index of the record after the batch.
-    next: u64,
-    count: u64,
-}
-
 /// One query's reading, planned on the first block.
 pub(crate) struct History {
     view: OutputView,
     query: OutputQuery,
     planned: bool,
-    /// Runs still to read, in offset order (the front is being read).
-    runs: VecDeque<Run>,
-    /// Next byte to serve.
-    pos: u64,
+    /// The forward reader of the selection (made by the plan).
+    pieces: Option<Pieces>,
     /// End of the selection.
     end: u64,
     /// Span of every hole the selection crosses (planned, and found while
@@ -178,7 +69,6 @@ pub(crate) struct History {
     at_line_start: bool,
     /// Some text was produced.
     served_any: bool,
-    cursor: Cursor,
     done: bool,
 }
 
@@ -189,14 +79,12 @@ impl History {
             view,
             query,
             planned: false,
-            runs: VecDeque::new(),
-            pos: 0,
+            pieces: None,
             end: 0,
             elided: None,
             pending: None,
             at_line_start: true,
             served_any: false,
-            cursor: Cursor::default(),
             done: false,
         }
     }
@@ -220,42 +108,38 @@ impl History {
             self.planned = true;
         }
         while !self.done {
-            let Some(run) = self.runs.front().copied() else {
-                let hole_end = self.end;
-                self.hole(self.pos, hole_end);
-                self.done = true;
-                let mut out = String::new();
-                self.flush_hole(&mut out);
-                return Ok((!out.is_empty()).then_some(out));
-            };
-            if self.pos < run.from {
-                self.hole(self.pos, run.from);
-            }
-            self.pos = self.pos.max(run.from);
-            if self.pos >= run.to {
-                self.runs.pop_front();
-                continue;
-            }
+            let pieces = self.pieces.as_mut().expect("planned above");
+            let step = pieces.step()?;
+            let at_end = pieces.position() >= self.end;
             let mut out = String::new();
-            if self.read_block(run, &mut out)? {
-                self.note_if_done();
-                if !out.is_empty() {
-                    return Ok(Some(out));
+            match step {
+                Step::End | Step::Gone => {
+                    self.done = true;
+                    self.flush_hole(&mut out);
+                    return Ok((!out.is_empty()).then_some(out));
+                }
+                Step::Items(items) => {
+                    for item in items {
+                        match item {
+                            Item::Hole { from, to } => self.hole(from, to),
+                            Item::Text(p) if self.query.stream.is_none() || p.pipe() == self.query.stream => {
+                                self.push_text(&mut out, &p.text, p.ts_ms());
+                            }
+                            Item::Text(_) => {}
+                        }
+                    }
+                    // Nothing is left to read: the text is complete (lets
+                    // a short answer go out with its length).
+                    if at_end && self.pending.is_none() {
+                        self.done = true;
+                    }
+                    if !out.is_empty() {
+                        return Ok(Some(out));
+                    }
                 }
             }
         }
         Ok(None)
-    }
-
-    /// Nothing is left to read: the text is complete (lets a short answer
-    /// go out with its length).
-    fn note_if_done(&mut self) {
-        while self.runs.front().is_some_and(|r| self.pos >= r.to) {
-            self.runs.pop_front();
-        }
-        if self.runs.is_empty() && self.pos >= self.end && self.pending.is_none() {
-            self.done = true;
-        }
     }
 
     /// Adds `from..to` (may be empty) to the holes.
@@ -269,7 +153,6 @@ impl History {
         });
         let p = self.pending.get_or_insert(PendingHole { bytes: 0 });
         p.bytes += to - from;
-        self.pos = self.pos.max(to);
     }
 
     /// Writes the marker of the pending hole, on a line of its own.
@@ -307,104 +190,6 @@ impl History {
         self.served_any = true;
     }
 
-    /// Reads one block of `run` at `pos` into `out`. Returns false when the
-    /// segment's files are gone (the rest of the run became a hole; a
-    /// missing head means the process was deleted: the text ends).
-    fn read_block(&mut self, run: Run, out: &mut String) -> Result<bool> {
-        let seg = &self.view.segments[run.seg];
-        let (seg_start, log) = (seg.start, seg.log.clone());
-        // The whole run as the range: a block that stops short of its end
-        // is cut back to a character boundary.
-        let read = read_range(&log, self.pos - seg_start, run.to - seg_start, REPLAY_BLOCK);
-        let bytes = match read {
-            Ok(b) if !b.is_empty() => b,
-            Ok(_) => return Ok(self.gone(run)),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(self.gone(run)),
-            Err(e) => return Err(StoreError::io("read", &log)(e)),
-        };
-        let block_end = self.pos + bytes.len() as u64;
-        if self.query.stream.is_none() && !self.query.timestamps {
-            self.push_text(out, &log_text(bytes), 0);
-            self.pos = block_end;
-            return Ok(true);
-        }
-        let mut at = self.pos;
-        while at < block_end {
-            let Some(r) = self.record_at(run.seg, at)? else {
-                break;
-            };
-            if r.start >= block_end {
-                break;
-            }
-            let (from, to) = (r.start.max(at), r.end().min(block_end));
-            if self.query.stream.is_none() || r.pipe == self.query.stream {
-                let piece = bytes[(from - self.pos) as usize..(to - self.pos) as usize].to_vec();
-                self.push_text(out, &log_text(piece), r.ts_ms);
-            }
-            at = to;
-        }
-        self.pos = block_end;
-        Ok(true)
-    }
-
-    /// The segment of `run` vanished (or is shorter than the snapshot
-    /// says): its unread bytes are never served.
-    fn gone(&mut self, run: Run) -> bool {
-        self.runs.pop_front();
-        self.cursor = Cursor::default();
-        if self.view.segments[run.seg].start == 0 {
-            // The head is deleted only with the process: nothing follows.
-            self.runs.clear();
-            self.end = self.pos;
-        } else {
-            self.hole(self.pos, run.to);
-        }
-        false
-    }
-
-    /// The record of segment `seg` holding byte `at` (the first ending
-    /// after it), read in batches; None if there is none (or the index is
-    /// gone, which ends the run's record-based reading).
-    fn record_at(&mut self, seg: usize, at: u64) -> Result<Option<Append>> {
-        if self.cursor.seg != Some(seg) {
-            let s = &self.view.segments[seg];
-            let records = match Records::open(s) {
-                Ok(r) => r,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-                Err(e) => return Err(StoreError::io("read index", &s.idx)(e)),
-            };
-            let first = records
-                .first_ending_after(at)
-                .map_err(StoreError::io("read index", &s.idx))?;
-            self.cursor = Cursor {
-                seg: Some(seg),
-                batch: VecDeque::new(),
-                next: first,
-                count: records.count(),
-            };
-        }
-        loop {
-            while self.cursor.batch.front().is_some_and(|r| r.end() <= at) {
-                self.cursor.batch.pop_front();
-            }
-            if let Some(r) = self.cursor.batch.front() {
-                return Ok(Some(*r));
-            }
-            if self.cursor.next >= self.cursor.count {
-                return Ok(None);
-            }
-            let s = &self.view.segments[seg];
-            let more = Records::open(s)
-                .and_then(|r| r.read(self.cursor.next, READ_BATCH))
-                .map_err(StoreError::io("read index", &s.idx))?;
-            if more.is_empty() {
-                return Ok(None);
-            }
-            self.cursor.next += more.len() as u64;
-            self.cursor.batch.extend(more);
-        }
-    }
-
     /// Decides the runs to read: range, then time window, then lines.
     fn plan(&mut self) -> Result<()> {
         let end = self.view.end;
@@ -413,7 +198,7 @@ impl History {
             OutputRange::From(n) => (n.min(end), end),
             OutputRange::Tail(n) => (end.saturating_sub(n), end),
         };
-        let served = self.served_runs();
+        let served = served_runs(&self.view);
         if let Some(since) = self.query.since {
             match self.first_at_or_after(&served, ms_of(since))? {
                 Some(start) => from = from.max(start),
@@ -427,8 +212,7 @@ impl History {
             }
         }
         if from >= to {
-            self.pos = from;
-            self.end = from;
+            self.start_reading(from, from);
             return Ok(());
         }
         let mut runs = clip(&served, from, to);
@@ -447,30 +231,18 @@ impl History {
             }
             at = at.max(r.to);
         }
-        self.pos = from;
-        self.end = to;
-        self.runs = runs.into();
+        self.start_reading(from, to);
         Ok(())
     }
 
-    /// What each segment serves: all its bytes, less those below the end
-    /// of the elided range (a partly expired tail segment).
-    fn served_runs(&self) -> Vec<Run> {
-        let mut runs = Vec::new();
-        for (i, s) in self.view.segments.iter().enumerate() {
-            let from = match self.view.elided {
-                Some((a, b)) if s.start < b && s.end > a => s.start.max(b),
-                _ => s.start,
-            };
-            if from < s.end {
-                runs.push(Run {
-                    seg: i,
-                    from,
-                    to: s.end,
-                });
-            }
-        }
-        runs
+    /// The plan is made: reads `from..to` from now on (the view goes to the
+    /// reader, the plan needs it no more). Records are read only when the
+    /// text needs their pipe or time.
+    fn start_reading(&mut self, from: u64, to: u64) {
+        let with_records = self.query.stream.is_some() || self.query.timestamps;
+        self.end = to;
+        let view = std::mem::take(&mut self.view);
+        self.pieces = Some(Pieces::new(view, from, to, with_records));
     }
 
     /// Offset of the first served byte of the first record stored at or
@@ -478,11 +250,11 @@ impl History {
     fn first_at_or_after(&self, runs: &[Run], ts_ms: i64) -> Result<Option<u64>> {
         for run in runs {
             let s = &self.view.segments[run.seg];
-            let Some(records) = open_or_gone(s)? else { continue };
+            let Some(records) = index_of(s)? else { continue };
             let io = StoreError::io("read index", &s.idx);
             let found = (|| -> io::Result<Option<u64>> {
                 let k = records
-                    .partition_point(|a| a.ts_ms < ts_ms)?
+                    .first_at_or_after(ts_ms)?
                     .max(records.first_ending_after(run.from)?);
                 Ok(if k < records.count() {
                     Some(records.get(k)?.start.max(run.from))
@@ -503,10 +275,10 @@ impl History {
     fn last_end_at_or_before(&self, runs: &[Run], ts_ms: i64) -> Result<Option<u64>> {
         for run in runs.iter().rev() {
             let s = &self.view.segments[run.seg];
-            let Some(records) = open_or_gone(s)? else { continue };
+            let Some(records) = index_of(s)? else { continue };
             let io = StoreError::io("read index", &s.idx);
             let found = (|| -> io::Result<Option<u64>> {
-                let k = records.partition_point(|a| a.ts_ms <= ts_ms)?;
+                let k = records.first_after(ts_ms)?;
                 if k == 0 {
                     return Ok(None);
                 }
@@ -564,7 +336,11 @@ impl History {
         let Some(stream) = self.query.stream else {
             return block.scan(walk, run.from, run.to);
         };
-        let Some(records) = open_or_gone(seg)? else {
+        if seg.records == 0 {
+            // No records, so none of that pipe.
+            return Ok(Walked::Start);
+        }
+        let Some(records) = index_of(seg)? else {
             return Ok(Walked::Gone);
         };
         let io = || StoreError::io("read index", &seg.idx);
@@ -663,11 +439,12 @@ impl<'a> BackBlock<'a> {
         while at > a {
             if !(self.start < at && at <= self.start + self.bytes.len() as u64) {
                 let lo = at.saturating_sub(REPLAY_BLOCK as u64).max(self.floor);
-                match read_exact(&self.seg.log, lo - self.seg.start, (at - lo) as usize) {
-                    Ok(bytes) => (self.start, self.bytes) = (lo, bytes),
-                    Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::UnexpectedEof) => {
-                        return Ok(Walked::Gone);
-                    }
+                let (from, to) = (lo - self.seg.start, at - self.seg.start);
+                match read_range(&self.seg.log, from, to, REPLAY_BLOCK) {
+                    Ok(bytes) if bytes.len() as u64 == to - from => (self.start, self.bytes) = (lo, bytes),
+                    // Shorter than the snapshot says, or gone.
+                    Ok(_) => return Ok(Walked::Gone),
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Walked::Gone),
                     Err(e) => return Err(StoreError::io("read", &self.seg.log)(e)),
                 }
             }
@@ -696,21 +473,17 @@ fn clip(runs: &[Run], from: u64, to: u64) -> Vec<Run> {
         .collect()
 }
 
-/// The records of `seg`, or None if its files are gone.
-fn open_or_gone(seg: &SegmentView) -> Result<Option<Records>> {
-    match Records::open(seg) {
+/// The index of `seg` as of the snapshot, or None if it has no records
+/// or its files are gone.
+fn index_of(seg: &SegmentView) -> Result<Option<IndexReader>> {
+    if seg.records == 0 {
+        return Ok(None);
+    }
+    match IndexReader::open_with_count(&seg.idx, seg.records) {
         Ok(r) => Ok(Some(r)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(StoreError::io("read index", &seg.idx)(e)),
     }
-}
-
-/// Exactly `len` bytes of the file at `path` from `at`.
-fn read_exact(path: &Path, at: u64, len: usize) -> io::Result<Vec<u8>> {
-    let f = File::open(path)?;
-    let mut buf = vec![0; len];
-    f.read_exact_at(&mut buf, at)?;
-    Ok(buf)
 }
 
 /// The line that stands for `n` elided bytes.

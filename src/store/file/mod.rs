@@ -67,6 +67,7 @@ mod log;
 mod open;
 mod process;
 mod reader;
+mod records;
 mod retention;
 pub mod segments;
 mod stats;

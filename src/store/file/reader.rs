@@ -111,6 +111,7 @@ mod tests {
     use super::*;
     use crate::model::{OutputRange, StreamKind, Timestamp};
     use crate::store::file::appends::{self, Append, ts_from_ms};
+    use crate::store::file::history;
     use crate::store::file::log::REPLAY_BLOCK;
     use crate::store::file::segments::{SegmentView, segment_paths};
 
@@ -575,6 +576,69 @@ mod tests {
         std::fs::remove_file(&v.segments[2].log).expect("delete last");
         let got = text(&v, q()).await;
         assert_eq!(got, "");
+    }
+
+    /// Regression (review L6, bug: bytes dropped without a hole when an
+    /// index vanished mid-read): the log was read, the records for it were
+    /// not found, and its bytes were skipped with no marker and no
+    /// `Prochub-Elided`. Now exactly the bytes not served are a hole, for a
+    /// segment reached after its index went, and for the rest of a segment
+    /// whose index went between two blocks.
+    #[tokio::test]
+    async fn bug_an_index_deleted_mid_read_dropped_bytes_without_a_hole() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let line = format!("{}\n", "z".repeat(999));
+        let lines: Vec<_> = (0..200).map(|i| (line.as_str(), i, OUT)).collect();
+        let head_lines = [("head\n", 0, OUT)];
+        let make = || {
+            let head = segment(dir.path(), 0, &head_lines);
+            let tail = segment(dir.path(), head.end, &lines);
+            view(vec![head, tail], None)
+        };
+        let v = make();
+        let (head_end, end) = (v.segments[0].end, v.end);
+        for query in [
+            OutputQuery { stream: OUT, ..q() },
+            OutputQuery {
+                timestamps: true,
+                ..q()
+            },
+        ] {
+            // The tail's index goes after the head was served.
+            let mut r = OutputReader::of_view(v.clone(), query.clone());
+            let first = r.next_block().await.expect("readable").expect("a first block");
+            assert!(first.ends_with("head\n"), "{query:?}: {first}");
+            std::fs::remove_file(&v.segments[1].idx).expect("delete the index");
+            let rest = drain_reader(&mut r).await;
+            assert_eq!(r.elided(), Some((head_end, end)), "{query:?}");
+            assert_eq!(rest, history::elided_marker(end - head_end), "{query:?}");
+            assert_eq!(make(), v);
+            // The tail's index goes after its first block was served.
+            let from = OutputQuery::range(OutputRange::From(head_end));
+            let mut r = OutputReader::of_view(
+                v.clone(),
+                OutputQuery {
+                    range: from.range,
+                    ..query.clone()
+                },
+            );
+            let first = r.next_block().await.expect("readable").expect("a first block");
+            assert!(first.ends_with(&line[..REPLAY_BLOCK % line.len()]), "{query:?}");
+            std::fs::remove_file(&v.segments[1].idx).expect("delete the index");
+            let rest = drain_reader(&mut r).await;
+            let hole_from = head_end + REPLAY_BLOCK as u64;
+            assert_eq!(r.elided(), Some((hole_from, end)), "{query:?}");
+            assert_eq!(rest, format!("\n{}", history::elided_marker(end - hole_from)));
+            assert_eq!(make(), v);
+        }
+    }
+
+    async fn drain_reader(r: &mut OutputReader) -> String {
+        let mut out = String::new();
+        while let Some(b) = r.next_block().await.expect("readable") {
+            out.push_str(&b);
+        }
+        out
     }
 
     #[tokio::test]
