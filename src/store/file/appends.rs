@@ -175,6 +175,7 @@ pub fn write_records(file: &File, first: u64, records: &[Append]) -> io::Result<
 /// Read access to one index file: positioned reads, so it can be shared
 /// and needs no seek state. It sees the records that were there when it
 /// was opened ([`IndexReader::count`]).
+#[derive(Debug)]
 pub struct IndexReader {
     file: File,
     count: u64,
@@ -203,6 +204,13 @@ impl IndexReader {
 
     pub fn count(&self) -> u64 {
         self.count
+    }
+
+    /// Reads the first `count` records from now on (a newer snapshot of
+    /// the same, still open, index: a replay keeps one reader per segment
+    /// instead of reopening it for every block).
+    pub fn set_count(&mut self, count: u64) {
+        self.count = count;
     }
 
     /// Record `i` (< count).

@@ -125,6 +125,9 @@ pub(super) enum Step {
 struct IndexCursor {
     /// Start of the segment it belongs to.
     seg_start: u64,
+    /// That segment's index, kept open from block to block (opening it per
+    /// 64 KiB block was five syscalls per block of a catch-up).
+    reader: IndexReader,
     /// Records read and not yet passed (the front holds or follows `pos`).
     batch: VecDeque<Append>,
     /// Index of the record after the batch.
@@ -257,37 +260,43 @@ impl Pieces {
             self.push(items, &bytes, block_end, None);
             return Ok(true);
         }
-        let idx = match IndexReader::open_with_count(&idx_path, records) {
-            Ok(r) => r,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                self.hole(items, stop);
-                return Ok(true);
-            }
-            Err(e) => return Err(StoreError::io("read index", &idx_path)(e)),
-        };
         let io = || StoreError::io("read index", &idx_path);
         let block_start = self.pos;
         let mut cursor = match self.index.take() {
             // Still right for pos: its front (if any) does not start after it.
-            Some(c) if c.seg_start == seg_start && c.batch.front().is_none_or(|r| r.start <= self.pos) => c,
-            _ => IndexCursor {
-                seg_start,
-                batch: VecDeque::new(),
-                next: idx.first_ending_after(self.pos).map_err(io())?,
-                batch_len: FIRST_BATCH,
-            },
+            Some(mut c) if c.seg_start == seg_start && c.batch.front().is_none_or(|r| r.start <= self.pos) => {
+                c.reader.set_count(records);
+                c
+            }
+            _ => {
+                let reader = match IndexReader::open_with_count(&idx_path, records) {
+                    Ok(r) => r,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                        self.hole(items, stop);
+                        return Ok(true);
+                    }
+                    Err(e) => return Err(StoreError::io("read index", &idx_path)(e)),
+                };
+                IndexCursor {
+                    seg_start,
+                    next: reader.first_ending_after(self.pos).map_err(io())?,
+                    reader,
+                    batch: VecDeque::new(),
+                    batch_len: FIRST_BATCH,
+                }
+            }
         };
-        let slice = |from: u64, to: u64| bytes[(from - block_start) as usize..(to - block_start) as usize].to_vec();
+        let slice = |from: u64, to: u64| &bytes[(from - block_start) as usize..(to - block_start) as usize];
         while self.pos < block_end {
             let at = self.pos;
             while cursor.batch.front().is_some_and(|r| r.end() <= at) {
                 cursor.batch.pop_front();
             }
             let Some(r) = cursor.batch.front().copied() else {
-                if cursor.next >= idx.count() {
+                if cursor.next >= cursor.reader.count() {
                     break;
                 }
-                let more = idx.read(cursor.next, cursor.batch_len).map_err(io())?;
+                let more = cursor.reader.read(cursor.next, cursor.batch_len).map_err(io())?;
                 if more.is_empty() {
                     break;
                 }
@@ -302,13 +311,13 @@ impl Pieces {
             } else {
                 (r.end().min(block_end), Some(r))
             };
-            self.push(items, &slice(at, to), to, record);
+            self.push(items, slice(at, to), to, record);
         }
         if self.pos < block_end {
             // Past the last record (cannot happen after open's repair): one
             // untagged piece rather than a stall.
             let rest = slice(self.pos, block_end);
-            self.push(items, &rest, block_end, None);
+            self.push(items, rest, block_end, None);
         }
         self.index = Some(cursor);
         Ok(true)
