@@ -180,7 +180,7 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
             legacy.push((id, start, log_path, idx_path));
             continue;
         }
-        let repaired = match appends::repair(&idx_path, &log_path, start) {
+        let repaired = match appends::repair_path(&idx_path, &log_path, start) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 // Not an index we can read (garbage header): treat the log
