@@ -374,7 +374,11 @@ pub fn repair(idx: &Path, idx_len: u64, log: &Path, log_len: Option<u64>, segmen
     let count = record_count(idx_len);
     let mut tail = Tail::new(&file, count);
     let small = idx_len <= SMALL_INDEX;
-    let head_len = if small { idx_len } else { HEADER_LEN + RECORD_LEN.min(count * RECORD_LEN) };
+    let head_len = if small {
+        idx_len
+    } else {
+        HEADER_LEN + RECORD_LEN.min(count * RECORD_LEN)
+    };
     let mut head = vec![0u8; head_len as usize];
     file.read_exact_at(&mut head, 0)?;
     check_header_bytes(&head[..HEADER_LEN as usize])?;
@@ -394,7 +398,11 @@ pub fn repair(idx: &Path, idx_len: u64, log: &Path, log_len: Option<u64>, segmen
     };
     let n = tail.last_fitting(real, &check, &mut log_file)?;
     let last = if n > 0 { tail.get(n - 1) } else { None };
-    let first = if n > 0 { first_bytes.and_then(Append::decode) } else { None };
+    let first = if n > 0 {
+        first_bytes.and_then(Append::decode)
+    } else {
+        None
+    };
     let keep_idx = record_pos(n);
     let keep_log = last.map_or(0, |a| a.end() - segment_start);
     let log_len = log_len.unwrap_or(0);
@@ -784,7 +792,11 @@ mod tests {
         assert_eq!((r.records, r.log_len, r.padding_records), (1, 16, 1));
         assert!(!r.cut_anything(), "padding is not a torn tail: {r:?}");
         assert_eq!(std::fs::read(&log).expect("log"), b"precious output\n");
-        assert_eq!(std::fs::metadata(&idx).expect("idx").len(), record_pos(1), "the padding is cut");
+        assert_eq!(
+            std::fs::metadata(&idx).expect("idx").len(),
+            record_pos(1),
+            "the padding is cut"
+        );
     }
 
     #[test]
@@ -797,7 +809,10 @@ mod tests {
             let (idx, log) = write_pair(&sub, &[b'x'; 6000], &records);
             append_raw(&idx, &vec![0u8; (pad * RECORD_LEN) as usize]);
             let r = repair_path(&idx, &log, 0).expect("repair");
-            assert_eq!((r.records, r.log_len, r.padding_records, r.cut_records), (3000, 6000, pad, 0));
+            assert_eq!(
+                (r.records, r.log_len, r.padding_records, r.cut_records),
+                (3000, 6000, pad, 0)
+            );
             assert_eq!(r.first, Some(records[0]));
             assert_eq!(r.last, Some(records[2999]));
             assert!(!r.cut_anything());

@@ -38,6 +38,7 @@ use super::fsio::{self, DirSync, Scan};
 use super::handles::{self, LogHandles};
 use super::index::{Entry, Index};
 use super::log::{LogEnv, Stored};
+use super::process::Leftovers;
 use super::segments::{self, SegmentView};
 use super::{FileProcessStore, Layout, OpenReport, StoreConfig, Trimmed, log};
 use crate::model::{Id, Process, Workspace};
@@ -62,16 +63,15 @@ impl FileProcessStore {
             fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
         }
         let mut report = OpenReport::default();
-        let workspaces = load_workspaces(&files, &mut report)?;
-        let output = scan_output(&files, &mut report)?;
-        let env = Arc::new(LogEnv {
-            dir: files.output.clone(),
-            seqs: log::Seqs::new(&files.output, output.last_seq, output.floor),
-            clock: config.clock.clone(),
-            retain: log::Retain::new(config.max_output),
-            emitters: AtomicUsize::new(0),
-        });
-        let index = load_processes(&files, &env, output, &mut report)?;
+        // The output folder is scanned and repaired on its own thread while
+        // the records are parsed: open waits for it only when the first
+        // parsed batch needs its segments.
+        let (workspaces, index, env, leftovers) = std::thread::scope(|s| -> Result<_> {
+            let output = s.spawn(|| scan_output(&files));
+            let workspaces = load_workspaces(&files, &mut report)?;
+            let (index, env, leftovers) = load_processes(&files, &config, output, &mut report)?;
+            Ok((workspaces, index, env, leftovers))
+        })?;
         let store = FileProcessStore {
             proc_sync: DirSync::open(files.processes.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
             ws_sync: DirSync::open(files.workspaces.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
@@ -86,6 +86,7 @@ impl FileProcessStore {
             ws_guard: tokio::sync::RwLock::new(()),
             env,
             log_handles: LogHandles::new(handles::capacity()),
+            leftovers,
             report,
         };
         store.ensure_default_workspace()?;
@@ -128,37 +129,54 @@ fn load_workspaces(files: &Layout, report: &mut OpenReport) -> Result<BTreeMap<I
 }
 
 /// The output folder as found: each id's segments (repaired), the
-/// largest SEQ of any index and the floor in `output/SEQ`.
+/// largest SEQ of any index and the floor in `output/SEQ`, and what the
+/// scan cut, synthesized and quarantined (merged into the open's report).
 struct Output {
     by_id: HashMap<String, Vec<Seg>>,
     last_seq: u64,
     floor: u64,
+    report: OpenReport,
 }
 
 /// One repaired segment of a process's output.
 struct Seg {
     view: SegmentView,
+    first: Option<Append>,
     last: Option<Append>,
 }
 
-/// Finds and repairs every output segment. Logs without an index are
-/// given one after all SEQs are known (their SEQs come after every
-/// existing one).
-fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
+/// A segment's files as the folder listing found them: their sizes (one
+/// `stat` each, so repair needs no `fstat`).
+#[derive(Default)]
+struct Found {
+    log_len: Option<u64>,
+    idx_len: Option<u64>,
+}
+
+/// Finds and repairs every output segment, then checks that each id's
+/// segments chain. Logs without an index are given one after all SEQs are
+/// known (their SEQs come after every existing one).
+fn scan_output(files: &Layout) -> Result<Output> {
     let dir = &files.output;
-    // (id, start) -> (has log, has index)
-    let mut found: BTreeMap<(String, u64), (bool, bool)> = BTreeMap::new();
+    let mut found: BTreeMap<(String, u64), Found> = BTreeMap::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
         let Some((id, start, is_index)) = name.to_str().and_then(segments::parse_segment_name) else {
             continue;
         };
+        let len = match entry.metadata() {
+            Ok(m) => m.len(),
+            // Gone since the listing: nothing else writes here while we
+            // hold the lock, so this is someone by hand; skip it.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(StoreError::io("stat", &entry.path())(e)),
+        };
         let slot = found.entry((id.to_owned(), start)).or_default();
         if is_index {
-            slot.1 = true;
+            slot.idx_len = Some(len);
         } else {
-            slot.0 = true;
+            slot.log_len = Some(len);
         }
     }
     let floor = read_floor(&dir.join(log::SEQ_FILE));
@@ -166,21 +184,22 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
         by_id: HashMap::new(),
         last_seq: floor,
         floor,
+        report: OpenReport::default(),
     };
     let mut legacy = Vec::new();
-    for ((id, start), (has_log, has_index)) in found {
+    for ((id, start), f) in found {
         let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
-        if !has_log {
+        let Some(log_len) = f.log_len else {
             // Its bytes are gone (a crash between deleting the two): the
             // records alone are of no use.
             remove_or_warn(&idx_path, "an index without its log");
             continue;
-        }
-        if !has_index {
+        };
+        let Some(idx_len) = f.idx_len else {
             legacy.push((id, start, log_path, idx_path));
             continue;
-        }
-        let repaired = match appends::repair_path(&idx_path, &log_path, start) {
+        };
+        let repaired = match appends::repair(&idx_path, idx_len, &log_path, Some(log_len), start) {
             Ok(r) => r,
             Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
                 // Not an index we can read (garbage header): treat the log
@@ -199,7 +218,7 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
                 log_bytes_cut = repaired.cut_log_bytes,
                 "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
             );
-            report.trimmed.push(Trimmed {
+            out.report.trimmed.push(Trimmed {
                 log: log_path.clone(),
                 records: repaired.cut_records,
                 index_bytes: repaired.cut_index_bytes,
@@ -217,6 +236,7 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
                 log: log_path,
                 idx: idx_path,
             },
+            first: repaired.first,
             last: repaired.last,
         });
     }
@@ -228,7 +248,7 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
         let records = appends::synthesize(&idx_path, &log_path, start, out.last_seq + 1, ts_ms)
             .map_err(StoreError::io("index", &log_path))?;
         tracing::info!(log = %log_path.display(), records = records.len(), "output log from before the append index: index written");
-        report.indexes_synthesized += 1;
+        out.report.indexes_synthesized += 1;
         let last = records.last().copied();
         if let Some(l) = last {
             out.last_seq = l.seq;
@@ -241,13 +261,39 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
                 log: log_path,
                 idx: idx_path,
             },
+            first: records.first().copied(),
             last,
         });
     }
     for segs in out.by_id.values_mut() {
         segs.sort_by_key(|s| s.view.start);
+        unchain(segs, &files.quarantine, &mut out.report);
     }
     Ok(out)
+}
+
+/// Keeps only the segments of one id (sorted by start) that chain: each
+/// starts at or after the end of the one before and its first SEQ is above
+/// that one's last. Any other segment is output of an earlier process of
+/// the same id (a delete that could not remove it, then a create of that
+/// id): it goes to quarantine (or, if it cannot be moved, stays, unloaded).
+fn unchain(segs: &mut Vec<Seg>, quarantine: &std::path::Path, report: &mut OpenReport) {
+    let (mut end, mut last_seq) = (0u64, 0u64);
+    segs.retain(|s| {
+        let chained = s.view.start >= end && s.first.is_none_or(|f| f.seq > last_seq);
+        if chained {
+            end = s.view.end;
+            last_seq = s.last.map_or(last_seq, |l| l.seq);
+            return true;
+        }
+        let why = "output segment of an earlier process of this id (does not chain to the segments before it)";
+        for path in [&s.view.log, &s.view.idx] {
+            report
+                .quarantined
+                .extend(fsio::quarantine_or_leave(path, quarantine, why));
+        }
+        false
+    });
 }
 
 /// The SEQ floor in `output/SEQ`, 0 if absent or unreadable (then the
@@ -321,16 +367,46 @@ fn stored_of(segs: Vec<Seg>, p: &Process) -> Stored {
     stored
 }
 
-/// Builds the process index while the records are being parsed.
+/// Builds the process index while the records are being parsed, and the
+/// store's output environment (the SEQ counter resumes after the output
+/// scan's largest SEQ). `output` is the output scan running on its own
+/// thread: joined when the first batch of records needs it.
 /// `output_bytes` is derived from the segments, never trusted from the
 /// record.
-fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report: &mut OpenReport) -> Result<Index> {
+fn load_processes(
+    files: &Layout,
+    config: &StoreConfig,
+    output: std::thread::ScopedJoinHandle<'_, Result<Output>>,
+    report: &mut OpenReport,
+) -> Result<(Index, Arc<LogEnv>, Leftovers)> {
+    let mut output = Some(output);
+    let mut ready: Option<(Output, Arc<LogEnv>)> = None;
+    let mut failed = None;
+    // Waits for the output scan (once) and builds the environment.
+    let mut resolve = |ready: &mut Option<(Output, Arc<LogEnv>)>, failed: &mut Option<StoreError>| {
+        let Some(handle) = output.take() else { return };
+        match handle.join().expect("the output scan does not panic") {
+            Ok(out) => {
+                let env = Arc::new(LogEnv {
+                    dir: files.output.clone(),
+                    seqs: log::Seqs::new(&files.output, out.last_seq, out.floor),
+                    clock: config.clock.clone(),
+                    retain: log::Retain::new(config.max_output),
+                    emitters: AtomicUsize::new(0),
+                });
+                *ready = Some((out, env));
+            }
+            Err(e) => *failed = Some(e),
+        }
+    };
     let mut index = Index::default();
-    let mut scan = fsio::scan_dir::<Process>(
+    let scan = fsio::scan_dir::<Process>(
         &files.processes,
         &files.quarantine,
         |p| p.id.as_str(),
         |batch| {
+            resolve(&mut ready, &mut failed);
+            let Some((output, env)) = &mut ready else { return };
             for p in batch {
                 let segs = output.by_id.remove(p.id.as_str()).unwrap_or_default();
                 let stored = stored_of(segs, &p);
@@ -338,24 +414,38 @@ fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report:
                 index.insert_key(created_at, id, Entry::new(p, env, stored));
             }
         },
-    )?;
+    );
+    resolve(&mut ready, &mut failed);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (output, env) = ready.expect("the output scan was joined");
+    let mut scan = scan?;
     let set_aside = std::mem::take(&mut scan.quarantined_stems);
     report.processes = report.add(scan);
-    settle_orphan_logs(files, &env.seqs, output.by_id, &set_aside, report)?;
-    Ok(index)
+    let Output {
+        by_id, report: found, ..
+    } = output;
+    report.quarantined.extend(found.quarantined);
+    report.trimmed.extend(found.trimmed);
+    report.indexes_synthesized += found.indexes_synthesized;
+    let leftovers = settle_orphan_logs(files, &env.seqs, by_id, &set_aside, report);
+    Ok((index, env, leftovers))
 }
 
 /// Segments without an indexed record: the output of a quarantined record
 /// goes to quarantine with it (it is part of the evidence); the segments
 /// of a deleted record (a crash between removing the record and its
-/// output) are removed.
+/// output) are removed. What stays (the disk does not allow it) is
+/// returned, for a create of that id to remove first.
 fn settle_orphan_logs(
     files: &Layout,
     seqs: &log::Seqs,
     orphans: HashMap<String, Vec<Seg>>,
     quarantined_stems: &[String],
     report: &mut OpenReport,
-) -> Result<()> {
+) -> Leftovers {
+    let leftovers = Leftovers::default();
     let set_aside: HashSet<&str> = quarantined_stems.iter().map(String::as_str).collect();
     // Their SEQs may be the newest (a delete that could not raise the
     // floor): raise it first, or leave them all for the next start.
@@ -364,27 +454,32 @@ fn settle_orphan_logs(
         && let Err(e) = seqs.keep_above(seq)
     {
         tracing::warn!(%e, "cannot raise the SEQ floor; orphan output left for the next start");
-        return Ok(());
+        for (id, segs) in orphans {
+            let last_seq = segs.iter().filter_map(|s| s.last).map(|a| a.seq).max().unwrap_or(0);
+            leftovers.add(&id, segs.into_iter().flat_map(|s| [s.view.log, s.view.idx]), last_seq);
+        }
+        return leftovers;
     }
     for (id, segs) in orphans {
         for seg in segs {
-            for path in [&seg.view.log, &seg.view.idx] {
+            let last_seq = seg.last.map_or(0, |a| a.seq);
+            for path in [seg.view.log, seg.view.idx] {
                 if set_aside.contains(id.as_str()) {
-                    if let Some(to) =
-                        fsio::quarantine_or_leave(path, &files.quarantine, "output of a quarantined record")
-                    {
-                        report.quarantined.push(to);
+                    match fsio::quarantine_or_leave(&path, &files.quarantine, "output of a quarantined record") {
+                        Some(to) => report.quarantined.push(to),
+                        None => leftovers.add(&id, [path], last_seq),
                     }
                 } else {
-                    match fs::remove_file(path) {
+                    match fs::remove_file(&path) {
                         Ok(()) => report.orphan_logs_removed += 1,
                         Err(e) => {
-                            tracing::warn!(%e, file = %path.display(), "cannot remove an orphan output file; left for the next start")
+                            tracing::warn!(%e, file = %path.display(), "cannot remove an orphan output file; left for the next start");
+                            leftovers.add(&id, [path], last_seq);
                         }
                     }
                 }
             }
         }
     }
-    Ok(())
+    leftovers
 }
