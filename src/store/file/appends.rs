@@ -327,27 +327,24 @@ impl Repaired {
     }
 }
 
-/// Index files up to this size (header and [`READ_BATCH`] records) are
-/// read whole by [`repair`], in one read.
-const SMALL_INDEX: u64 = HEADER_LEN + READ_BATCH * RECORD_LEN;
+/// Bytes of an index [`repair`] reads first: the whole of most indexes
+/// (the header and 127 records), so their repair is one read.
+const FIRST_READ: usize = 4096;
 
-/// [`repair`] with the files' sizes taken by a `stat` (for callers that
-/// have no directory scan at hand).
+/// [`repair`] with the log's size taken by a `stat`.
 pub fn repair_path(idx: &Path, log: &Path, segment_start: u64) -> io::Result<Repaired> {
-    let idx_len = std::fs::metadata(idx)?.len();
     let log_len = match std::fs::metadata(log) {
         Ok(m) => Some(m.len()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    repair(idx, idx_len, log, log_len, segment_start)
+    repair(idx, log, log_len, segment_start)
 }
 
-/// Makes the index at `idx` (`idx_len` bytes) and the log at `log`
-/// (`log_len` bytes, None if missing: empty) of a segment starting at
-/// absolute offset `segment_start` consistent after a crash. The sizes come
-/// from open's directory scan (nothing else writes the files while the
-/// store is opened).
+/// Makes the index at `idx` and the log at `log` (`log_len` bytes, None if
+/// missing: empty) of a segment starting at absolute offset
+/// `segment_start` consistent after a crash. The log's size comes from
+/// open's `stat` (nothing else writes the files while the store opens).
 ///
 /// Kept: the longest prefix of records whose last record is real and
 /// chained to the one before it: not all-zero (trailing zero records are
@@ -358,72 +355,147 @@ pub fn repair_path(idx: &Path, log: &Path, segment_start: u64) -> io::Result<Rep
 /// character. Cut: a partial trailing record, the records after the kept
 /// ones, and log bytes past the last kept record.
 ///
-/// Cheap in the consistent case, which open meets thousands of times: one
-/// open and one read of the index (the header, first record and last block;
-/// two reads when the index is larger than [`SMALL_INDEX`]), and the log is
-/// not opened at all when the last record ends exactly at its length. A
-/// suspicious tail costs a binary search (zero padding longer than a block,
-/// records past the log's end) plus the blocks walked back. An index
-/// without a valid header is an error (`InvalidData`): it is not ours to
-/// cut.
-pub fn repair(idx: &Path, idx_len: u64, log: &Path, log_len: Option<u64>, segment_start: u64) -> io::Result<Repaired> {
-    if idx_len < HEADER_LEN {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "index file has no header"));
-    }
+/// Cheap in the consistent case, which open meets thousands of times: an
+/// index of up to [`FIRST_READ`] bytes costs one open and one read (no
+/// `fstat`: the read's length is the file's), a larger one an `fstat` and
+/// one read of its last block more; the log is not opened at all when the
+/// last record ends exactly at its length. A suspicious tail costs a
+/// binary search (zero padding longer than a block, records past the log's
+/// end) plus the blocks walked back. An index without a valid header is an
+/// error (`InvalidData`): it is not ours to cut.
+pub fn repair(idx: &Path, log: &Path, log_len: Option<u64>, segment_start: u64) -> io::Result<Repaired> {
     let file = File::open(idx)?;
-    let count = record_count(idx_len);
-    let mut tail = Tail::new(&file, count);
-    let small = idx_len <= SMALL_INDEX;
-    let head_len = if small {
-        idx_len
-    } else {
-        HEADER_LEN + RECORD_LEN.min(count * RECORD_LEN)
-    };
-    let mut head = vec![0u8; head_len as usize];
-    file.read_exact_at(&mut head, 0)?;
-    check_header_bytes(&head[..HEADER_LEN as usize])?;
-    if small {
-        tail.set(0, head[HEADER_LEN as usize..record_pos(count) as usize].to_vec());
-    } else {
-        tail.load(count)?;
-    }
-    let first_bytes = head.get(HEADER_LEN as usize..record_pos(1) as usize);
-    let log_end = segment_start.saturating_add(log_len.unwrap_or(0));
-    let real = tail.real_records()?;
-    let mut log_file = None;
-    let check = Check {
-        segment_start,
-        log_end,
+    let mut head = [0u8; FIRST_READ];
+    let got = read_once(&file, &mut head)?;
+    let short = got < FIRST_READ;
+    let idx_len = if short { got as u64 } else { file.metadata()?.len() };
+    let seg = Segment {
+        idx,
+        file: &file,
         log,
+        log_len,
+        start: segment_start,
     };
-    let n = tail.last_fitting(real, &check, &mut log_file)?;
-    let last = if n > 0 { tail.get(n - 1) } else { None };
-    let first = if n > 0 {
-        first_bytes.and_then(Append::decode)
+    let found = seg.examine(&head[..got], idx_len)?;
+    if !short || !found.needs_cut(idx_len, log_len, segment_start) {
+        return seg.cut(found, idx_len);
+    }
+    // About to cut after a read that came back short: a regular file's
+    // read is short only at its end, but cutting on the word of one read is
+    // not worth the `fstat` it saves.
+    let real_len = file.metadata()?.len();
+    let found = if real_len == idx_len {
+        found
     } else {
-        None
+        seg.examine(&head[..got], real_len)?
     };
-    let keep_idx = record_pos(n);
-    let keep_log = last.map_or(0, |a| a.end() - segment_start);
-    let log_len = log_len.unwrap_or(0);
-    let mut cut_deferred = false;
-    if idx_len > keep_idx {
-        cut_deferred |= cut(idx, None, keep_idx).is_err();
+    seg.cut(found, real_len)
+}
+
+/// One read at offset 0 (retried if interrupted). A short read is the
+/// end of a regular file; [`repair`] checks it with `fstat` before cutting.
+fn read_once(file: &File, buf: &mut [u8]) -> io::Result<usize> {
+    loop {
+        match file.read_at(buf, 0) {
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            r => return r,
+        }
     }
-    if log_len > keep_log {
-        cut_deferred |= cut(log, log_file.as_ref(), keep_log).is_err();
+}
+
+/// What [`Segment::examine`] found: the records to keep.
+struct Found {
+    /// Records before the trailing zero ones.
+    real: u64,
+    count: u64,
+    keep: u64,
+    first: Option<Append>,
+    last: Option<Append>,
+    /// The log, if checking a record opened it (read and write).
+    log_file: Option<File>,
+}
+
+impl Found {
+    fn needs_cut(&self, idx_len: u64, log_len: Option<u64>, start: u64) -> bool {
+        let keep_log = self.last.map_or(0, |a| a.end() - start);
+        idx_len > record_pos(self.keep) || log_len.unwrap_or(0) > keep_log
     }
-    Ok(Repaired {
-        records: n,
-        log_len: keep_log,
-        first,
-        last,
-        cut_records: real - n,
-        padding_records: count - real,
-        cut_index_bytes: idx_len - keep_idx,
-        cut_log_bytes: log_len.saturating_sub(keep_log),
-        cut_deferred,
-    })
+}
+
+/// One segment's files being repaired.
+struct Segment<'a> {
+    idx: &'a Path,
+    file: &'a File,
+    log: &'a Path,
+    log_len: Option<u64>,
+    start: u64,
+}
+
+impl Segment<'_> {
+    /// Finds the records to keep in an index of `idx_len` bytes whose
+    /// first bytes are `head`.
+    fn examine(&self, head: &[u8], idx_len: u64) -> io::Result<Found> {
+        if idx_len < HEADER_LEN || head.len() < HEADER_LEN as usize {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "index file has no header"));
+        }
+        check_header_bytes(&head[..HEADER_LEN as usize])?;
+        let count = record_count(idx_len);
+        let mut tail = Tail::new(self.file, count);
+        if record_pos(count) as usize <= head.len() {
+            tail.set(0, head[HEADER_LEN as usize..record_pos(count) as usize].to_vec());
+        } else {
+            tail.load(count)?;
+        }
+        let real = tail.real_records()?;
+        let check = Check {
+            segment_start: self.start,
+            log_end: self.start.saturating_add(self.log_len.unwrap_or(0)),
+            log: self.log,
+        };
+        let mut log_file = None;
+        let keep = tail.last_fitting(real, &check, &mut log_file)?;
+        let last = if keep > 0 { tail.get(keep - 1) } else { None };
+        let first = if keep > 0 {
+            head.get(HEADER_LEN as usize..record_pos(1) as usize)
+                .and_then(Append::decode)
+        } else {
+            None
+        };
+        Ok(Found {
+            real,
+            count,
+            keep,
+            first,
+            last,
+            log_file,
+        })
+    }
+
+    /// Cuts the index (of `idx_len` bytes) and the log back to what
+    /// `found` keeps.
+    fn cut(&self, found: Found, idx_len: u64) -> io::Result<Repaired> {
+        let keep_idx = record_pos(found.keep);
+        let keep_log = found.last.map_or(0, |a| a.end() - self.start);
+        let log_len = self.log_len.unwrap_or(0);
+        let mut cut_deferred = false;
+        if idx_len > keep_idx {
+            cut_deferred |= cut(self.idx, None, keep_idx).is_err();
+        }
+        if log_len > keep_log {
+            cut_deferred |= cut(self.log, found.log_file.as_ref(), keep_log).is_err();
+        }
+        Ok(Repaired {
+            records: found.keep,
+            log_len: keep_log,
+            first: found.first,
+            last: found.last,
+            cut_records: found.real - found.keep,
+            padding_records: found.count - found.real,
+            cut_index_bytes: idx_len - keep_idx,
+            cut_log_bytes: log_len.saturating_sub(keep_log),
+            cut_deferred,
+        })
+    }
 }
 
 /// Cuts a file to `len` bytes, through `open` if the log is already open

@@ -8,11 +8,16 @@
 //! # Output at open
 //! Every `output/<id>[.<START>].{log,idx}` pair is repaired by
 //! [`appends::repair`], which reads only the index's tail (open stays
-//! fast with thousands of indexes): a partial record, records whose bytes
-//! are not all in the log, and log bytes past the last record are cut,
-//! with a `warn!` naming the file. A log without an index (a store from
-//! before the index) gets one record per 4 GiB with the log's mtime and
-//! fresh SEQs (`info!`); an index without its log is removed.
+//! fast with thousands of indexes: a `stat` of the log and one read of the
+//! index each, on several threads, while other threads parse the
+//! records): zero padding, a partial record, records no writer stores or
+//! whose bytes are not all in the log, and log bytes past the last record
+//! are cut, with a `warn!` naming the file (not for padding). A process's
+//! segments must chain (start at or after the previous end, first SEQ
+//! above the previous last): one that does not belongs to an earlier
+//! process of the same id and is quarantined. A log without an index (a
+//! store from before the index) gets one record per 4 GiB with the log's
+//! mtime and fresh SEQs (`info!`); an index without its log is removed.
 //!
 //! # On a full or read-only disk
 //! A store that can still be read opens: the writes of an open are either
@@ -145,38 +150,39 @@ struct Seg {
     last: Option<Append>,
 }
 
-/// A segment's files as the folder listing found them: their sizes (one
-/// `stat` each, so repair needs no `fstat`).
-#[derive(Default)]
-struct Found {
-    log_len: Option<u64>,
-    idx_len: Option<u64>,
+/// Segments at least this many to a thread when open repairs them on
+/// several threads (fewer are not worth a thread).
+const REPAIRS_PER_THREAD: usize = 64;
+
+/// What repairing one segment gave.
+enum Repair {
+    Done(Seg, Option<Trimmed>),
+    /// Its index is unreadable (or gone with the log still there): rebuilt
+    /// from the log, like a log from before the index.
+    Rebuild,
+    /// Its log is gone: the index alone is of no use.
+    NoLog,
 }
 
-/// Finds and repairs every output segment, then checks that each id's
-/// segments chain. Logs without an index are given one after all SEQs are
-/// known (their SEQs come after every existing one).
+/// Finds and repairs every output segment (on several threads: with
+/// thousands of segments open's time is these few syscalls each), then
+/// checks that each id's segments chain. Logs without an index are given
+/// one after all SEQs are known (their SEQs come after every existing one).
 fn scan_output(files: &Layout) -> Result<Output> {
     let dir = &files.output;
-    let mut found: BTreeMap<(String, u64), Found> = BTreeMap::new();
+    // (id, start) -> (has log, has index), from the names alone.
+    let mut found: HashMap<(String, u64), (bool, bool)> = HashMap::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
         let Some((id, start, is_index)) = name.to_str().and_then(segments::parse_segment_name) else {
             continue;
         };
-        let len = match entry.metadata() {
-            Ok(m) => m.len(),
-            // Gone since the listing: nothing else writes here while we
-            // hold the lock, so this is someone by hand; skip it.
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(StoreError::io("stat", &entry.path())(e)),
-        };
         let slot = found.entry((id.to_owned(), start)).or_default();
         if is_index {
-            slot.idx_len = Some(len);
+            slot.1 = true;
         } else {
-            slot.log_len = Some(len);
+            slot.0 = true;
         }
     }
     let floor = read_floor(&dir.join(log::SEQ_FILE));
@@ -187,60 +193,57 @@ fn scan_output(files: &Layout) -> Result<Output> {
         report: OpenReport::default(),
     };
     let mut legacy = Vec::new();
-    for ((id, start), f) in found {
-        let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
-        let Some(log_len) = f.log_len else {
-            // Its bytes are gone (a crash between deleting the two): the
-            // records alone are of no use.
-            remove_or_warn(&idx_path, "an index without its log");
-            continue;
-        };
-        let Some(idx_len) = f.idx_len else {
-            legacy.push((id, start, log_path, idx_path));
-            continue;
-        };
-        let repaired = match appends::repair(&idx_path, idx_len, &log_path, Some(log_len), start) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Not an index we can read (garbage header): treat the log
-                // as one without an index.
-                tracing::warn!(%e, index = %idx_path.display(), "unreadable output index; rebuilt from its log");
-                legacy.push((id, start, log_path, idx_path));
-                continue;
+    let mut pairs = Vec::with_capacity(found.len());
+    for ((id, start), (has_log, has_index)) in found {
+        match (has_log, has_index) {
+            (true, true) => pairs.push((id, start)),
+            (true, false) => legacy.push((id, start)),
+            (false, _) => {
+                // Its bytes are gone (a crash between deleting the two):
+                // the records alone are of no use.
+                remove_or_warn(&segments::segment_paths(dir, &id, start).1, "an index without its log");
             }
-            Err(e) => return Err(StoreError::io("repair", &idx_path)(e)),
-        };
-        if repaired.cut_anything() {
-            tracing::warn!(
-                log = %log_path.display(),
-                records_cut = repaired.cut_records,
-                index_bytes_cut = repaired.cut_index_bytes,
-                log_bytes_cut = repaired.cut_log_bytes,
-                "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
-            );
-            out.report.trimmed.push(Trimmed {
-                log: log_path.clone(),
-                records: repaired.cut_records,
-                index_bytes: repaired.cut_index_bytes,
-                log_bytes: repaired.cut_log_bytes,
-            });
         }
-        if let Some(last) = repaired.last {
-            out.last_seq = out.last_seq.max(last.seq);
-        }
-        out.by_id.entry(id).or_default().push(Seg {
-            view: SegmentView {
-                start,
-                end: start + repaired.log_len,
-                records: repaired.records,
-                log: log_path,
-                idx: idx_path,
-            },
-            first: repaired.first,
-            last: repaired.last,
-        });
     }
-    for (id, start, log_path, idx_path) in legacy {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+        .min(pairs.len().div_ceil(REPAIRS_PER_THREAD))
+        .max(1);
+    let per = pairs.len().div_ceil(threads).max(1);
+    let repaired: Vec<Result<Vec<Repair>>> = std::thread::scope(|s| {
+        let parts: Vec<_> = pairs
+            .chunks(per)
+            .map(|part| s.spawn(move || part.iter().map(|(id, start)| repair_one(dir, id, *start)).collect()))
+            .collect();
+        parts
+            .into_iter()
+            .map(|h| h.join().expect("segment repairs do not panic"))
+            .collect()
+    });
+    for (r, (id, start)) in repaired
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .zip(pairs)
+    {
+        match r {
+            Repair::Done(seg, trimmed) => {
+                out.report.trimmed.extend(trimmed);
+                if let Some(last) = seg.last {
+                    out.last_seq = out.last_seq.max(last.seq);
+                }
+                out.by_id.entry(id).or_default().push(seg);
+            }
+            Repair::Rebuild => legacy.push((id, start)),
+            Repair::NoLog => remove_or_warn(&segments::segment_paths(dir, &id, start).1, "an index without its log"),
+        }
+    }
+    // In name order, so the SEQs they get do not depend on the listing.
+    legacy.sort();
+    for (id, start) in legacy {
+        let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
         let ts_ms = fs::metadata(&log_path)
             .and_then(|m| m.modified())
             .map(|t| appends::ms_of(chrono::DateTime::<chrono::Utc>::from(t)))
@@ -294,6 +297,54 @@ fn unchain(segs: &mut Vec<Seg>, quarantine: &std::path::Path, report: &mut OpenR
         }
         false
     });
+}
+
+/// Repairs the segment of `id` at `start` in `dir` (runs on a repair
+/// thread): one `stat` of the log, then [`appends::repair`].
+fn repair_one(dir: &std::path::Path, id: &str, start: u64) -> Result<Repair> {
+    let (log_path, idx_path) = segments::segment_paths(dir, id, start);
+    let log_len = match fs::metadata(&log_path) {
+        Ok(m) => m.len(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Repair::NoLog),
+        Err(e) => return Err(StoreError::io("stat", &log_path)(e)),
+    };
+    let repaired = match appends::repair(&idx_path, &log_path, Some(log_len), start) {
+        Ok(r) => r,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound) => {
+            // Not an index we can read (garbage header): treat the log as
+            // one without an index.
+            tracing::warn!(%e, index = %idx_path.display(), "unreadable output index; rebuilt from its log");
+            return Ok(Repair::Rebuild);
+        }
+        Err(e) => return Err(StoreError::io("repair", &idx_path)(e)),
+    };
+    let trimmed = repaired.cut_anything().then(|| {
+        tracing::warn!(
+            log = %log_path.display(),
+            records_cut = repaired.cut_records,
+            index_bytes_cut = repaired.cut_index_bytes,
+            log_bytes_cut = repaired.cut_log_bytes,
+            "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
+        );
+        Trimmed {
+            log: log_path.clone(),
+            records: repaired.cut_records,
+            index_bytes: repaired.cut_index_bytes,
+            log_bytes: repaired.cut_log_bytes,
+        }
+    });
+    let seg = Seg {
+        view: SegmentView {
+            start,
+            end: start + repaired.log_len,
+            records: repaired.records,
+            log: log_path,
+            idx: idx_path,
+        },
+        first: repaired.first,
+        last: repaired.last,
+    };
+    Ok(Repair::Done(seg, trimmed))
 }
 
 /// The SEQ floor in `output/SEQ`, 0 if absent or unreadable (then the
