@@ -338,13 +338,39 @@ pub fn repair_path(idx: &Path, log: &Path, segment_start: u64) -> io::Result<Rep
         Err(e) if e.kind() == io::ErrorKind::NotFound => None,
         Err(e) => return Err(e),
     };
-    repair(idx, log, log_len, segment_start)
+    repair(None, idx, log, log_len, segment_start)
+}
+
+/// Opens `path` for reading: by its file name relative to `dir`, the
+/// folder holding it, when given (open's repair threads: a name lookup
+/// instead of a whole path walk per file), else by the path.
+fn open_in(dir: Option<&File>, path: &Path) -> io::Result<File> {
+    let (Some(dir), Some(name)) = (dir, path.file_name()) else {
+        return File::open(path);
+    };
+    let flags = nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC;
+    let fd = nix::fcntl::openat(dir, name, flags, nix::sys::stat::Mode::empty()).map_err(io::Error::from)?;
+    Ok(File::from(fd))
+}
+
+/// The size of `path`, looked up by name in `dir` like [`open_in`] (None:
+/// no such file).
+pub fn size_in(dir: &File, path: &Path) -> io::Result<Option<u64>> {
+    let Some(name) = path.file_name() else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "not a file path"));
+    };
+    match nix::sys::stat::fstatat(dir, name, nix::fcntl::AtFlags::empty()) {
+        Ok(st) => Ok(Some(st.st_size as u64)),
+        Err(nix::errno::Errno::ENOENT) => Ok(None),
+        Err(e) => Err(io::Error::from(e)),
+    }
 }
 
 /// Makes the index at `idx` and the log at `log` (`log_len` bytes, None if
 /// missing: empty) of a segment starting at absolute offset
 /// `segment_start` consistent after a crash. The log's size comes from
-/// open's `stat` (nothing else writes the files while the store opens).
+/// open's `stat` (nothing else writes the files while the store opens);
+/// `dir`, if given, is the folder holding them, open already.
 ///
 /// Kept: the longest prefix of records whose last record is real and
 /// chained to the one before it: not all-zero (trailing zero records are
@@ -363,8 +389,14 @@ pub fn repair_path(idx: &Path, log: &Path, segment_start: u64) -> io::Result<Rep
 /// binary search (zero padding longer than a block, records past the log's
 /// end) plus the blocks walked back. An index without a valid header is an
 /// error (`InvalidData`): it is not ours to cut.
-pub fn repair(idx: &Path, log: &Path, log_len: Option<u64>, segment_start: u64) -> io::Result<Repaired> {
-    let file = File::open(idx)?;
+pub fn repair(
+    dir: Option<&File>,
+    idx: &Path,
+    log: &Path,
+    log_len: Option<u64>,
+    segment_start: u64,
+) -> io::Result<Repaired> {
+    let file = open_in(dir, idx)?;
     let mut head = [0u8; FIRST_READ];
     let got = read_once(&file, &mut head)?;
     let short = got < FIRST_READ;
@@ -541,7 +573,7 @@ impl Check<'_> {
             return Ok(true);
         }
         if log_file.is_none() {
-            *log_file = Some(OpenOptions::new().read(true).write(true).open(&self.log)?);
+            *log_file = Some(OpenOptions::new().read(true).write(true).open(self.log)?);
         }
         ends_on_char(log_file.as_ref(), end - self.segment_start, a.len)
     }

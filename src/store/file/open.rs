@@ -211,10 +211,18 @@ fn scan_output(files: &Layout) -> Result<Output> {
         .min(pairs.len().div_ceil(REPAIRS_PER_THREAD))
         .max(1);
     let per = pairs.len().div_ceil(threads).max(1);
+    let folder = fs::File::open(dir).map_err(StoreError::io("open folder", dir))?;
+    let folder = &folder;
     let repaired: Vec<Result<Vec<Repair>>> = std::thread::scope(|s| {
         let parts: Vec<_> = pairs
             .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(|(id, start)| repair_one(dir, id, *start)).collect()))
+            .map(|part| {
+                s.spawn(move || {
+                    part.iter()
+                        .map(|(id, start)| repair_one(dir, folder, id, *start))
+                        .collect()
+                })
+            })
             .collect();
         parts
             .into_iter()
@@ -300,15 +308,16 @@ fn unchain(segs: &mut Vec<Seg>, quarantine: &std::path::Path, report: &mut OpenR
 }
 
 /// Repairs the segment of `id` at `start` in `dir` (runs on a repair
-/// thread): one `stat` of the log, then [`appends::repair`].
-fn repair_one(dir: &std::path::Path, id: &str, start: u64) -> Result<Repair> {
+/// thread): one `stat` of the log, then [`appends::repair`]. Both look
+/// their file up in `folder` (`dir`, open).
+fn repair_one(dir: &std::path::Path, folder: &fs::File, id: &str, start: u64) -> Result<Repair> {
     let (log_path, idx_path) = segments::segment_paths(dir, id, start);
-    let log_len = match fs::metadata(&log_path) {
-        Ok(m) => m.len(),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Repair::NoLog),
+    let log_len = match appends::size_in(folder, &log_path) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(Repair::NoLog),
         Err(e) => return Err(StoreError::io("stat", &log_path)(e)),
     };
-    let repaired = match appends::repair(&idx_path, &log_path, Some(log_len), start) {
+    let repaired = match appends::repair(Some(folder), &idx_path, &log_path, Some(log_len), start) {
         Ok(r) => r,
         Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound) => {
             // Not an index we can read (garbage header): treat the log as
