@@ -213,21 +213,23 @@ fn scan_output(files: &Layout) -> Result<Output> {
     let per = pairs.len().div_ceil(threads).max(1);
     let folder = fs::File::open(dir).map_err(StoreError::io("open folder", dir))?;
     let folder = &folder;
-    let repaired: Vec<Result<Vec<Repair>>> = std::thread::scope(|s| {
-        let parts: Vec<_> = pairs
-            .chunks(per)
-            .map(|part| {
-                s.spawn(move || {
-                    part.iter()
-                        .map(|(id, start)| repair_one(dir, folder, id, *start))
-                        .collect()
-                })
-            })
-            .collect();
-        parts
-            .into_iter()
-            .map(|h| h.join().expect("segment repairs do not panic"))
+    let repair_part = |part: &[(String, u64)]| -> Result<Vec<Repair>> {
+        part.iter()
+            .map(|(id, start)| repair_one(dir, folder, id, *start))
             .collect()
+    };
+    // The first part on this thread, the others on threads of their own.
+    let repaired: Vec<Result<Vec<Repair>>> = std::thread::scope(|s| {
+        let mut parts = pairs.chunks(per);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| s.spawn(move || repair_part(part))).collect();
+        let mut all = vec![repair_part(mine)];
+        all.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("segment repairs do not panic")),
+        );
+        all
     });
     for (r, (id, start)) in repaired
         .into_iter()
