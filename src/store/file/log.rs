@@ -291,11 +291,13 @@ impl LogState {
         Ok(seq)
     }
 
-    /// Starts a tail segment at `stored` (its files are created by the
-    /// first write) and closes the handles of the one before.
+    /// Starts a tail segment at `total` (its files are created by the
+    /// first write) and closes the handles of the one before. `total`, not
+    /// `stored`: they differ after an elided range that was never stored
+    /// (review M2), and the next byte's offset is `total`.
     fn start_segment(&mut self, handles: &LogHandles) {
         handles.forget(self.key);
-        let start = self.stored;
+        let start = self.total;
         let (log, idx) = segment_paths(&self.env.dir, &self.id, start);
         self.segments.push(SegmentView {
             start,
@@ -468,7 +470,11 @@ impl OutputLog {
             let start = st.total;
             // The head takes pieces while it has room, up to exactly its
             // cap (cut back to a character); then the tail.
-            let head_open = st.segments.len() == 1 && st.head_end() < retain.head;
+            // Only while nothing follows the head: a head-only log with an
+            // elided range (a cap too small for a tail, then a restart with
+            // a larger one) continues in a tail (regression, review M2: the
+            // head took the piece at its own end, or `room` underflowed).
+            let head_open = st.segments.len() == 1 && st.head_end() < retain.head && st.total == st.head_end();
             let mut to_head = false;
             let mut end = piece_end(s, at, usize::MAX);
             if head_open {

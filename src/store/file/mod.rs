@@ -229,6 +229,9 @@ pub struct FileProcessStore {
     env: Arc<log::LogEnv>,
     /// Open output-log handles, at most [`MAX_OPEN_LOGS`].
     log_handles: LogHandles,
+    /// Output files deleted processes left behind, removed by a create of
+    /// their id (a leaf std Mutex inside, never held across I/O).
+    leftovers: process::Leftovers,
     report: OpenReport,
 }
 

@@ -8,11 +8,16 @@
 //! # Output at open
 //! Every `output/<id>[.<START>].{log,idx}` pair is repaired by
 //! [`appends::repair`], which reads only the index's tail (open stays
-//! fast with thousands of indexes): a partial record, records whose bytes
-//! are not all in the log, and log bytes past the last record are cut,
-//! with a `warn!` naming the file. A log without an index (a store from
-//! before the index) gets one record per 4 GiB with the log's mtime and
-//! fresh SEQs (`info!`); an index without its log is removed.
+//! fast with thousands of indexes: a `stat` of the log and one read of the
+//! index each, on several threads, while other threads parse the
+//! records): zero padding, a partial record, records no writer stores or
+//! whose bytes are not all in the log, and log bytes past the last record
+//! are cut, with a `warn!` naming the file (not for padding). A process's
+//! segments must chain (start at or after the previous end, first SEQ
+//! above the previous last): one that does not belongs to an earlier
+//! process of the same id and is quarantined. A log without an index (a
+//! store from before the index) gets one record per 4 GiB with the log's
+//! mtime and fresh SEQs (`info!`); an index without its log is removed.
 //!
 //! # On a full or read-only disk
 //! A store that can still be read opens: the writes of an open are either
@@ -38,6 +43,7 @@ use super::fsio::{self, DirSync, Scan};
 use super::handles::{self, LogHandles};
 use super::index::{Entry, Index};
 use super::log::{LogEnv, Stored};
+use super::process::Leftovers;
 use super::segments::{self, SegmentView};
 use super::{FileProcessStore, Layout, OpenReport, StoreConfig, Trimmed, log};
 use crate::model::{Id, Process, Workspace};
@@ -62,16 +68,15 @@ impl FileProcessStore {
             fs::create_dir_all(d).map_err(StoreError::io("create folder", d))?;
         }
         let mut report = OpenReport::default();
-        let workspaces = load_workspaces(&files, &mut report)?;
-        let output = scan_output(&files, &mut report)?;
-        let env = Arc::new(LogEnv {
-            dir: files.output.clone(),
-            seqs: log::Seqs::new(&files.output, output.last_seq, output.floor),
-            clock: config.clock.clone(),
-            retain: log::Retain::new(config.max_output),
-            emitters: AtomicUsize::new(0),
-        });
-        let index = load_processes(&files, &env, output, &mut report)?;
+        // The output folder is scanned and repaired on its own thread while
+        // the records are parsed: open waits for it only when the first
+        // parsed batch needs its segments.
+        let (workspaces, index, env, leftovers) = std::thread::scope(|s| -> Result<_> {
+            let output = s.spawn(|| scan_output(&files));
+            let workspaces = load_workspaces(&files, &mut report)?;
+            let (index, env, leftovers) = load_processes(&files, &config, output, &mut report)?;
+            Ok((workspaces, index, env, leftovers))
+        })?;
         let store = FileProcessStore {
             proc_sync: DirSync::open(files.processes.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
             ws_sync: DirSync::open(files.workspaces.clone())?.with_fsync_hook(crate::metrics::observe_fsync),
@@ -86,6 +91,7 @@ impl FileProcessStore {
             ws_guard: tokio::sync::RwLock::new(()),
             env,
             log_handles: LogHandles::new(handles::capacity()),
+            leftovers,
             report,
         };
         store.ensure_default_workspace()?;
@@ -128,26 +134,44 @@ fn load_workspaces(files: &Layout, report: &mut OpenReport) -> Result<BTreeMap<I
 }
 
 /// The output folder as found: each id's segments (repaired), the
-/// largest SEQ of any index and the floor in `output/SEQ`.
+/// largest SEQ of any index and the floor in `output/SEQ`, and what the
+/// scan cut, synthesized and quarantined (merged into the open's report).
 struct Output {
     by_id: HashMap<String, Vec<Seg>>,
     last_seq: u64,
     floor: u64,
+    report: OpenReport,
 }
 
 /// One repaired segment of a process's output.
 struct Seg {
     view: SegmentView,
+    first: Option<Append>,
     last: Option<Append>,
 }
 
-/// Finds and repairs every output segment. Logs without an index are
-/// given one after all SEQs are known (their SEQs come after every
-/// existing one).
-fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
+/// Segments at least this many to a thread when open repairs them on
+/// several threads (fewer are not worth a thread).
+const REPAIRS_PER_THREAD: usize = 64;
+
+/// What repairing one segment gave.
+enum Repair {
+    Done(Seg, Option<Trimmed>),
+    /// Its index is unreadable (or gone with the log still there): rebuilt
+    /// from the log, like a log from before the index.
+    Rebuild,
+    /// Its log is gone: the index alone is of no use.
+    NoLog,
+}
+
+/// Finds and repairs every output segment (on several threads: with
+/// thousands of segments open's time is these few syscalls each), then
+/// checks that each id's segments chain. Logs without an index are given
+/// one after all SEQs are known (their SEQs come after every existing one).
+fn scan_output(files: &Layout) -> Result<Output> {
     let dir = &files.output;
-    // (id, start) -> (has log, has index)
-    let mut found: BTreeMap<(String, u64), (bool, bool)> = BTreeMap::new();
+    // (id, start) -> (has log, has index), from the names alone.
+    let mut found: HashMap<(String, u64), (bool, bool)> = HashMap::new();
     for entry in fs::read_dir(dir).map_err(StoreError::io("read folder", dir))? {
         let entry = entry.map_err(StoreError::io("read folder", dir))?;
         let name = entry.file_name();
@@ -166,61 +190,70 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
         by_id: HashMap::new(),
         last_seq: floor,
         floor,
+        report: OpenReport::default(),
     };
     let mut legacy = Vec::new();
+    let mut pairs = Vec::with_capacity(found.len());
     for ((id, start), (has_log, has_index)) in found {
-        let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
-        if !has_log {
-            // Its bytes are gone (a crash between deleting the two): the
-            // records alone are of no use.
-            remove_or_warn(&idx_path, "an index without its log");
-            continue;
-        }
-        if !has_index {
-            legacy.push((id, start, log_path, idx_path));
-            continue;
-        }
-        let repaired = match appends::repair(&idx_path, &log_path, start) {
-            Ok(r) => r,
-            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
-                // Not an index we can read (garbage header): treat the log
-                // as one without an index.
-                tracing::warn!(%e, index = %idx_path.display(), "unreadable output index; rebuilt from its log");
-                legacy.push((id, start, log_path, idx_path));
-                continue;
+        match (has_log, has_index) {
+            (true, true) => pairs.push((id, start)),
+            (true, false) => legacy.push((id, start)),
+            (false, _) => {
+                // Its bytes are gone (a crash between deleting the two):
+                // the records alone are of no use.
+                remove_or_warn(&segments::segment_paths(dir, &id, start).1, "an index without its log");
             }
-            Err(e) => return Err(StoreError::io("repair", &idx_path)(e)),
-        };
-        if repaired.cut_anything() {
-            tracing::warn!(
-                log = %log_path.display(),
-                records_cut = repaired.cut_records,
-                index_bytes_cut = repaired.cut_index_bytes,
-                log_bytes_cut = repaired.cut_log_bytes,
-                "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
-            );
-            report.trimmed.push(Trimmed {
-                log: log_path.clone(),
-                records: repaired.cut_records,
-                index_bytes: repaired.cut_index_bytes,
-                log_bytes: repaired.cut_log_bytes,
-            });
         }
-        if let Some(last) = repaired.last {
-            out.last_seq = out.last_seq.max(last.seq);
-        }
-        out.by_id.entry(id).or_default().push(Seg {
-            view: SegmentView {
-                start,
-                end: start + repaired.log_len,
-                records: repaired.records,
-                log: log_path,
-                idx: idx_path,
-            },
-            last: repaired.last,
-        });
     }
-    for (id, start, log_path, idx_path) in legacy {
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .clamp(1, 8)
+        .min(pairs.len().div_ceil(REPAIRS_PER_THREAD))
+        .max(1);
+    let per = pairs.len().div_ceil(threads).max(1);
+    let folder = fs::File::open(dir).map_err(StoreError::io("open folder", dir))?;
+    let folder = &folder;
+    let repair_part = |part: &[(String, u64)]| -> Result<Vec<Repair>> {
+        part.iter()
+            .map(|(id, start)| repair_one(dir, folder, id, *start))
+            .collect()
+    };
+    // The first part on this thread, the others on threads of their own.
+    let repaired: Vec<Result<Vec<Repair>>> = std::thread::scope(|s| {
+        let mut parts = pairs.chunks(per);
+        let mine = parts.next().unwrap_or_default();
+        let others: Vec<_> = parts.map(|part| s.spawn(move || repair_part(part))).collect();
+        let mut all = vec![repair_part(mine)];
+        all.extend(
+            others
+                .into_iter()
+                .map(|h| h.join().expect("segment repairs do not panic")),
+        );
+        all
+    });
+    for (r, (id, start)) in repaired
+        .into_iter()
+        .collect::<Result<Vec<_>>>()?
+        .into_iter()
+        .flatten()
+        .zip(pairs)
+    {
+        match r {
+            Repair::Done(seg, trimmed) => {
+                out.report.trimmed.extend(trimmed);
+                if let Some(last) = seg.last {
+                    out.last_seq = out.last_seq.max(last.seq);
+                }
+                out.by_id.entry(id).or_default().push(seg);
+            }
+            Repair::Rebuild => legacy.push((id, start)),
+            Repair::NoLog => remove_or_warn(&segments::segment_paths(dir, &id, start).1, "an index without its log"),
+        }
+    }
+    // In name order, so the SEQs they get do not depend on the listing.
+    legacy.sort();
+    for (id, start) in legacy {
+        let (log_path, idx_path) = segments::segment_paths(dir, &id, start);
         let ts_ms = fs::metadata(&log_path)
             .and_then(|m| m.modified())
             .map(|t| appends::ms_of(chrono::DateTime::<chrono::Utc>::from(t)))
@@ -228,7 +261,7 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
         let records = appends::synthesize(&idx_path, &log_path, start, out.last_seq + 1, ts_ms)
             .map_err(StoreError::io("index", &log_path))?;
         tracing::info!(log = %log_path.display(), records = records.len(), "output log from before the append index: index written");
-        report.indexes_synthesized += 1;
+        out.report.indexes_synthesized += 1;
         let last = records.last().copied();
         if let Some(l) = last {
             out.last_seq = l.seq;
@@ -241,13 +274,88 @@ fn scan_output(files: &Layout, report: &mut OpenReport) -> Result<Output> {
                 log: log_path,
                 idx: idx_path,
             },
+            first: records.first().copied(),
             last,
         });
     }
     for segs in out.by_id.values_mut() {
         segs.sort_by_key(|s| s.view.start);
+        unchain(segs, &files.quarantine, &mut out.report);
     }
     Ok(out)
+}
+
+/// Keeps only the segments of one id (sorted by start) that chain: each
+/// starts at or after the end of the one before and its first SEQ is above
+/// that one's last. Any other segment is output of an earlier process of
+/// the same id (a delete that could not remove it, then a create of that
+/// id): it goes to quarantine (or, if it cannot be moved, stays, unloaded).
+fn unchain(segs: &mut Vec<Seg>, quarantine: &std::path::Path, report: &mut OpenReport) {
+    let (mut end, mut last_seq) = (0u64, 0u64);
+    segs.retain(|s| {
+        let chained = s.view.start >= end && s.first.is_none_or(|f| f.seq > last_seq);
+        if chained {
+            end = s.view.end;
+            last_seq = s.last.map_or(last_seq, |l| l.seq);
+            return true;
+        }
+        let why = "output segment of an earlier process of this id (does not chain to the segments before it)";
+        for path in [&s.view.log, &s.view.idx] {
+            report
+                .quarantined
+                .extend(fsio::quarantine_or_leave(path, quarantine, why));
+        }
+        false
+    });
+}
+
+/// Repairs the segment of `id` at `start` in `dir` (runs on a repair
+/// thread): one `stat` of the log, then [`appends::repair`]. Both look
+/// their file up in `folder` (`dir`, open).
+fn repair_one(dir: &std::path::Path, folder: &fs::File, id: &str, start: u64) -> Result<Repair> {
+    let (log_path, idx_path) = segments::segment_paths(dir, id, start);
+    let log_len = match appends::size_in(folder, &log_path) {
+        Ok(Some(len)) => len,
+        Ok(None) => return Ok(Repair::NoLog),
+        Err(e) => return Err(StoreError::io("stat", &log_path)(e)),
+    };
+    let repaired = match appends::repair(Some(folder), &idx_path, &log_path, Some(log_len), start) {
+        Ok(r) => r,
+        Err(e) if matches!(e.kind(), std::io::ErrorKind::InvalidData | std::io::ErrorKind::NotFound) => {
+            // Not an index we can read (garbage header): treat the log as
+            // one without an index.
+            tracing::warn!(%e, index = %idx_path.display(), "unreadable output index; rebuilt from its log");
+            return Ok(Repair::Rebuild);
+        }
+        Err(e) => return Err(StoreError::io("repair", &idx_path)(e)),
+    };
+    let trimmed = repaired.cut_anything().then(|| {
+        tracing::warn!(
+            log = %log_path.display(),
+            records_cut = repaired.cut_records,
+            index_bytes_cut = repaired.cut_index_bytes,
+            log_bytes_cut = repaired.cut_log_bytes,
+            "output segment had a torn tail (a crash mid-append); cut back to the last whole append"
+        );
+        Trimmed {
+            log: log_path.clone(),
+            records: repaired.cut_records,
+            index_bytes: repaired.cut_index_bytes,
+            log_bytes: repaired.cut_log_bytes,
+        }
+    });
+    let seg = Seg {
+        view: SegmentView {
+            start,
+            end: start + repaired.log_len,
+            records: repaired.records,
+            log: log_path,
+            idx: idx_path,
+        },
+        first: repaired.first,
+        last: repaired.last,
+    };
+    Ok(Repair::Done(seg, trimmed))
 }
 
 /// The SEQ floor in `output/SEQ`, 0 if absent or unreadable (then the
@@ -321,16 +429,46 @@ fn stored_of(segs: Vec<Seg>, p: &Process) -> Stored {
     stored
 }
 
-/// Builds the process index while the records are being parsed.
+/// Builds the process index while the records are being parsed, and the
+/// store's output environment (the SEQ counter resumes after the output
+/// scan's largest SEQ). `output` is the output scan running on its own
+/// thread: joined when the first batch of records needs it.
 /// `output_bytes` is derived from the segments, never trusted from the
 /// record.
-fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report: &mut OpenReport) -> Result<Index> {
+fn load_processes(
+    files: &Layout,
+    config: &StoreConfig,
+    output: std::thread::ScopedJoinHandle<'_, Result<Output>>,
+    report: &mut OpenReport,
+) -> Result<(Index, Arc<LogEnv>, Leftovers)> {
+    let mut output = Some(output);
+    let mut ready: Option<(Output, Arc<LogEnv>)> = None;
+    let mut failed = None;
+    // Waits for the output scan (once) and builds the environment.
+    let mut resolve = |ready: &mut Option<(Output, Arc<LogEnv>)>, failed: &mut Option<StoreError>| {
+        let Some(handle) = output.take() else { return };
+        match handle.join().expect("the output scan does not panic") {
+            Ok(out) => {
+                let env = Arc::new(LogEnv {
+                    dir: files.output.clone(),
+                    seqs: log::Seqs::new(&files.output, out.last_seq, out.floor),
+                    clock: config.clock.clone(),
+                    retain: log::Retain::new(config.max_output),
+                    emitters: AtomicUsize::new(0),
+                });
+                *ready = Some((out, env));
+            }
+            Err(e) => *failed = Some(e),
+        }
+    };
     let mut index = Index::default();
-    let mut scan = fsio::scan_dir::<Process>(
+    let scan = fsio::scan_dir::<Process>(
         &files.processes,
         &files.quarantine,
         |p| p.id.as_str(),
         |batch| {
+            resolve(&mut ready, &mut failed);
+            let Some((output, env)) = &mut ready else { return };
             for p in batch {
                 let segs = output.by_id.remove(p.id.as_str()).unwrap_or_default();
                 let stored = stored_of(segs, &p);
@@ -338,24 +476,38 @@ fn load_processes(files: &Layout, env: &Arc<LogEnv>, mut output: Output, report:
                 index.insert_key(created_at, id, Entry::new(p, env, stored));
             }
         },
-    )?;
+    );
+    resolve(&mut ready, &mut failed);
+    if let Some(e) = failed {
+        return Err(e);
+    }
+    let (output, env) = ready.expect("the output scan was joined");
+    let mut scan = scan?;
     let set_aside = std::mem::take(&mut scan.quarantined_stems);
     report.processes = report.add(scan);
-    settle_orphan_logs(files, &env.seqs, output.by_id, &set_aside, report)?;
-    Ok(index)
+    let Output {
+        by_id, report: found, ..
+    } = output;
+    report.quarantined.extend(found.quarantined);
+    report.trimmed.extend(found.trimmed);
+    report.indexes_synthesized += found.indexes_synthesized;
+    let leftovers = settle_orphan_logs(files, &env.seqs, by_id, &set_aside, report);
+    Ok((index, env, leftovers))
 }
 
 /// Segments without an indexed record: the output of a quarantined record
 /// goes to quarantine with it (it is part of the evidence); the segments
 /// of a deleted record (a crash between removing the record and its
-/// output) are removed.
+/// output) are removed. What stays (the disk does not allow it) is
+/// returned, for a create of that id to remove first.
 fn settle_orphan_logs(
     files: &Layout,
     seqs: &log::Seqs,
     orphans: HashMap<String, Vec<Seg>>,
     quarantined_stems: &[String],
     report: &mut OpenReport,
-) -> Result<()> {
+) -> Leftovers {
+    let leftovers = Leftovers::default();
     let set_aside: HashSet<&str> = quarantined_stems.iter().map(String::as_str).collect();
     // Their SEQs may be the newest (a delete that could not raise the
     // floor): raise it first, or leave them all for the next start.
@@ -364,27 +516,32 @@ fn settle_orphan_logs(
         && let Err(e) = seqs.keep_above(seq)
     {
         tracing::warn!(%e, "cannot raise the SEQ floor; orphan output left for the next start");
-        return Ok(());
+        for (id, segs) in orphans {
+            let last_seq = segs.iter().filter_map(|s| s.last).map(|a| a.seq).max().unwrap_or(0);
+            leftovers.add(&id, segs.into_iter().flat_map(|s| [s.view.log, s.view.idx]), last_seq);
+        }
+        return leftovers;
     }
     for (id, segs) in orphans {
         for seg in segs {
-            for path in [&seg.view.log, &seg.view.idx] {
+            let last_seq = seg.last.map_or(0, |a| a.seq);
+            for path in [seg.view.log, seg.view.idx] {
                 if set_aside.contains(id.as_str()) {
-                    if let Some(to) =
-                        fsio::quarantine_or_leave(path, &files.quarantine, "output of a quarantined record")
-                    {
-                        report.quarantined.push(to);
+                    match fsio::quarantine_or_leave(&path, &files.quarantine, "output of a quarantined record") {
+                        Some(to) => report.quarantined.push(to),
+                        None => leftovers.add(&id, [path], last_seq),
                     }
                 } else {
-                    match fs::remove_file(path) {
+                    match fs::remove_file(&path) {
                         Ok(()) => report.orphan_logs_removed += 1,
                         Err(e) => {
-                            tracing::warn!(%e, file = %path.display(), "cannot remove an orphan output file; left for the next start")
+                            tracing::warn!(%e, file = %path.display(), "cannot remove an orphan output file; left for the next start");
+                            leftovers.add(&id, [path], last_seq);
                         }
                     }
                 }
             }
         }
     }
-    Ok(())
+    leftovers
 }

@@ -1,7 +1,9 @@
 //! Process records: create, read, list, merge-update, delete, and their
 //! output (append, read, follow).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use super::checks;
 use super::error::{Result, StoreError};
@@ -22,6 +24,52 @@ use crate::model::{
 /// same machine: `block_in_place` 0.42x of the bare baseline, inline 0.94x.
 /// Larger appends still go through `blocking_short`.
 pub const INLINE_APPEND_MAX: usize = 64 * 1024;
+
+/// Output files that an earlier process of an id left behind (its delete
+/// could not raise the SEQ floor or remove them, at run time or at open),
+/// with the largest SEQ they hold. A create of that id removes them before
+/// the new process can write (regression, review M1: a restart attached
+/// the old tail segments to the new process). std Mutex, a leaf: held only
+/// to insert or take an entry, never across I/O. Empty in the common case,
+/// so a create pays one lookup.
+#[derive(Default)]
+pub(crate) struct Leftovers(Mutex<HashMap<String, Leftover>>);
+
+/// One id's leftover output files.
+#[derive(Debug, Default)]
+pub(crate) struct Leftover {
+    pub paths: Vec<PathBuf>,
+    /// The largest SEQ in them (0: unknown or none).
+    pub last_seq: u64,
+}
+
+impl Leftovers {
+    /// Records that `paths` (of `id`) stay on disk.
+    pub fn add(&self, id: &str, paths: impl IntoIterator<Item = PathBuf>, last_seq: u64) {
+        let mut map = crate::sync::lock(&self.0);
+        let left = map.entry(id.to_owned()).or_default();
+        left.paths.extend(paths);
+        left.last_seq = left.last_seq.max(last_seq);
+    }
+
+    fn take(&self, id: &str) -> Option<Leftover> {
+        crate::sync::lock(&self.0).remove(id)
+    }
+}
+
+/// Removes an earlier process's leftover output files, raising the SEQ
+/// floor past their SEQs first (as a delete does). Blocking.
+fn remove_leftover(seqs: &super::log::Seqs, left: &Leftover) -> Result<()> {
+    seqs.keep_above(left.last_seq)?;
+    for path in &left.paths {
+        match std::fs::remove_file(path) {
+            Ok(()) => tracing::info!(file = %path.display(), "removed output an earlier process of this id left"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::io("remove leftover output", path)(e)),
+        }
+    }
+    Ok(())
+}
 
 /// Result of an append.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,6 +111,7 @@ impl FileProcessStore {
             return Err(StoreError::UnknownWorkspace(workspace.into_string()));
         }
         let _creating = self.reserve_id(&id).await?;
+        self.remove_leftovers(&id).await?;
         let p = new_record(id, workspace, new, self.now());
         let written = self.write_record(&p).await;
         settle(written, || {
@@ -71,6 +120,26 @@ impl FileProcessStore {
             self.events.process(EventKind::ProcessAdded, &p);
         })?;
         Ok(p)
+    }
+
+    /// Removes what an earlier process of `id` left in the output folder
+    /// (called with the id reserved, so nothing else writes it). If they
+    /// cannot be removed the create fails with why (the disk is full or
+    /// read-only: the record's write would fail too), and they stay listed.
+    async fn remove_leftovers(self: &Arc<Self>, id: &str) -> Result<()> {
+        let Some(left) = self.leftovers.take(id) else {
+            return Ok(());
+        };
+        let store = self.clone();
+        let id = id.to_owned();
+        Self::blocking(move || {
+            let removed = remove_leftover(&store.env.seqs, &left);
+            if removed.is_err() {
+                store.leftovers.add(&id, left.paths, left.last_seq);
+            }
+            removed
+        })
+        .await
     }
 
     fn entry(&self, id: &str) -> Result<Arc<Entry>> {
@@ -226,6 +295,7 @@ impl FileProcessStore {
         let path = self.process_path(id);
         let (segments, last_seq) = entry.log.segments_for_removal();
         let store = self.clone();
+        let owned_id = id.to_owned();
         let removed = Self::blocking(move || {
             let removed = fsio::remove_durable(&path, &store.proc_sync);
             if matches!(removed, Ok(()) | Err(StoreError::NotDurable { .. })) {
@@ -235,6 +305,16 @@ impl FileProcessStore {
                     // next open, which raises the floor before removing
                     // them as orphans.
                     Err(e) => tracing::warn!(%e, "cannot raise the SEQ floor; the deleted process's output is removed at the next open"),
+                }
+                // Whatever stayed is removed by a create of this id (or
+                // the next open), never attached to a new process.
+                let stayed = segments
+                    .iter()
+                    .flat_map(|s| [s.log.clone(), s.idx.clone()])
+                    .filter(|p| p.exists());
+                let stayed: Vec<_> = stayed.collect();
+                if !stayed.is_empty() {
+                    store.leftovers.add(&owned_id, stayed, last_seq);
                 }
             }
             removed
