@@ -47,7 +47,10 @@
 //!    `Mutex`, taken under a log's output lock by an append, a finish or a
 //!    delete; never held across an open, a write or a close), and the SEQ
 //!    floor `log::Seqs::floor` (std `Mutex`, held across the durable write
-//!    of `output/SEQ` by a delete, never under an output lock).
+//!    of `output/SEQ` by a delete, never under an output lock), and the
+//!    set of output files a delete could not remove,
+//!    `process::Leftovers` (std `Mutex`, brief: looked up by a create,
+//!    filled by a delete or an open).
 //!
 //! `Follow` (a follower) takes only level 4's output lock, never while
 //! awaiting; the server holds no store lock at all.
