@@ -110,7 +110,7 @@ mod tests {
 
     use super::*;
     use crate::model::{OutputRange, StreamKind, Timestamp};
-    use crate::store::file::appends::{self, Append, ts_from_ms};
+    use crate::store::file::appends::ts_from_ms;
     use crate::store::file::history;
     use crate::store::file::log::REPLAY_BLOCK;
     use crate::store::file::segments::{SegmentView, segment_paths};
@@ -123,30 +123,8 @@ mod tests {
     /// Writes a segment starting at `start`: its log is the appends'
     /// texts, its index one record per append `(text, ms after T0, pipe)`.
     fn segment(dir: &Path, start: u64, appends: &[(&str, i64, Option<StreamKind>)]) -> SegmentView {
-        std::fs::create_dir_all(dir).expect("segment folder");
-        let (log, idx) = segment_paths(dir, "p", start);
-        let mut bytes = Vec::new();
-        let mut records = Vec::new();
-        for (i, (text, ms, pipe)) in appends.iter().enumerate() {
-            records.push(Append {
-                start: start + bytes.len() as u64,
-                seq: start + i as u64 + 1,
-                ts_ms: T0 + ms,
-                len: text.len() as u32,
-                pipe: *pipe,
-            });
-            bytes.extend_from_slice(text.as_bytes());
-        }
-        std::fs::write(&log, &bytes).expect("write log");
-        let f = appends::create(&idx).expect("create index");
-        appends::write_records(&f, 0, &records).expect("write records");
-        SegmentView {
-            start,
-            end: start + bytes.len() as u64,
-            records: records.len() as u64,
-            log,
-            idx,
-        }
+        let at_t0: Vec<_> = appends.iter().map(|&(t, ms, pipe)| (t, T0 + ms, pipe)).collect();
+        crate::store::file::segments::write_test_segment(dir, start, &at_t0)
     }
 
     fn view(segments: Vec<SegmentView>, elided: Option<(u64, u64)>) -> OutputView {

@@ -354,33 +354,16 @@ mod tests {
     use std::path::Path;
 
     use super::*;
-    use crate::store::file::appends;
-    use crate::store::file::segments::{SegmentView, segment_paths};
+    use crate::store::file::segments::SegmentView;
 
     /// A segment at `start` of `texts`, one record each (SEQ = start + i + 1).
     fn segment(dir: &Path, start: u64, texts: &[&str]) -> SegmentView {
-        let (log, idx) = segment_paths(dir, "p", start);
-        let mut bytes = Vec::new();
-        let mut records = Vec::new();
-        for (i, t) in texts.iter().enumerate() {
-            records.push(Append {
-                start: start + bytes.len() as u64,
-                seq: start + i as u64 + 1,
-                ts_ms: i as i64,
-                len: t.len() as u32,
-                pipe: Some(StreamKind::Stdout),
-            });
-            bytes.extend_from_slice(t.as_bytes());
-        }
-        std::fs::write(&log, &bytes).expect("write log");
-        appends::write_records(&appends::create(&idx).expect("index"), 0, &records).expect("records");
-        SegmentView {
-            start,
-            end: start + bytes.len() as u64,
-            records: records.len() as u64,
-            log,
-            idx,
-        }
+        let appends: Vec<_> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (*t, i as i64, Some(StreamKind::Stdout)))
+            .collect();
+        crate::store::file::segments::write_test_segment(dir, start, &appends)
     }
 
     /// Every item up to the end (and whether it ended as Gone).

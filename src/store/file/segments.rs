@@ -92,6 +92,42 @@ pub fn parse_segment_name(name: &str) -> Option<(&str, u64, bool)> {
     Some((id, start, is_index))
 }
 
+/// Test fixture: writes a segment of process `p` starting at `start` in
+/// `dir`, its log the appends' texts and its index one record per append
+/// `(text, ts_ms, pipe)` with SEQ `start + i + 1`; returns its view.
+#[cfg(test)]
+pub(crate) fn write_test_segment(
+    dir: &Path,
+    start: u64,
+    appends: &[(&str, i64, Option<crate::model::StreamKind>)],
+) -> SegmentView {
+    use super::appends::{self as index, Append};
+    std::fs::create_dir_all(dir).expect("segment folder");
+    let (log, idx) = segment_paths(dir, "p", start);
+    let mut bytes = Vec::new();
+    let mut records = Vec::new();
+    for (i, (text, ts_ms, pipe)) in appends.iter().enumerate() {
+        records.push(Append {
+            start: start + bytes.len() as u64,
+            seq: start + i as u64 + 1,
+            ts_ms: *ts_ms,
+            len: text.len() as u32,
+            pipe: *pipe,
+        });
+        bytes.extend_from_slice(text.as_bytes());
+    }
+    std::fs::write(&log, &bytes).expect("write log");
+    let f = index::create(&idx).expect("create index");
+    index::write_records(&f, 0, &records).expect("write records");
+    SegmentView {
+        start,
+        end: start + bytes.len() as u64,
+        records: records.len() as u64,
+        log,
+        idx,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
